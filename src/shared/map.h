@@ -1,0 +1,73 @@
+/* map.h: lookup tables in Postfix's "type:name" syntax. map_open() picks the
+ * type from a small table (map.c); each type lives in its own file filling a
+ * MapOps struct: hash and btree (map-db.c, Berkeley DB 5.3 files NAME.db
+ * built by postmap), regexp and pcre (map-regexp.c, PCRE2), cidr
+ * (map-cidr.c), inline:{...} and static: (map-inline.c), texthash:
+ * (map-texthash.c), unix:passwd.byname (map-unix.c).
+ *
+ * Lookups have three outcomes: > 0 found, 0 not found, < 0 failed. A failed
+ * lookup must never be read as "not found": callers defer instead.
+ *
+ * Building indexed tables (postmap, postalias) is map_build() in
+ * map-build.c. Source-file syntax errors go into a Diag with file:line. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "cleanup.h"
+#include "diag.h"
+
+typedef struct Map Map;
+
+enum {
+        MAP_FLAG_FOLD_KEYS = 1 << 0,    /* lower-case keys on lookup (the default for most types) */
+        MAP_FLAG_ALIAS = 1 << 1,        /* aliases(5) source syntax ("name: value") */
+};
+
+/* Opens the table spec ("hash:/etc/postern/virtual", "cidr:/path",
+ * "inline:{ a=b, c=d }", "static:OK"). A spec without "type:" is an error
+ * (-EINVAL with a diagnostic). Returns 0 or a negative errno (-ENOENT when
+ * the file is missing, -EPROTONOSUPPORT for an unknown type); problems in
+ * source files go into diags, and bad lines are skipped. *ret is owned by
+ * the caller. */
+int map_open(const char *spec, unsigned flags, Diag *diags, Map **ret);
+
+/* Looks key up. > 0: found, *ret_value is a new string (caller frees; may
+ * be NULL when not wanted). 0: not found. < 0: the table could not be read
+ * (-EIO and friends). For regexp/pcre tables, $1..$9 in the result are
+ * replaced by the matched groups. */
+int map_lookup(Map *m, const char *key, char **ret_value);
+
+/* Iterates over all entries (postmap -s). The callback's negative return
+ * stops the walk and is returned. -EOPNOTSUPP for types that cannot list. */
+typedef int (*MapWalkFunc)(const char *key, const char *value, void *userdata);
+int map_walk(Map *m, MapWalkFunc f, void *userdata);
+
+const char *map_spec(const Map *m);        /* borrowed: "type:name" as opened */
+const char *map_type(const Map *m);        /* borrowed: "hash" */
+Map *map_free(Map *m);
+DEFINE_CLEANUP_FUNC(Map, map_free);
+
+/* Whether a type name is known (for posternctl check). */
+bool map_type_known(const char *type);
+/* For file-backed indexed types, the source file and the index file names
+ * (caller frees). Returns 0, or -EOPNOTSUPP for other types. */
+int map_files(const char *spec, char **ret_source, char **ret_index);
+
+/* MapList: the tables of a map-list parameter (e.g. "hash:/a, regexp:/b"),
+ * searched in order; the first table that has the key answers. A table that
+ * fails makes the whole lookup fail (< 0). */
+typedef struct MapList MapList;
+int map_list_open(char * const *specs, unsigned flags, Diag *diags, MapList **ret);
+int map_list_lookup(MapList *l, const char *key, char **ret_value);
+MapList *map_list_free(MapList *l);
+DEFINE_CLEANUP_FUNC(MapList, map_list_free);
+
+/* Builds the indexed table for spec ("hash:FILE", "btree:FILE" or a bare
+ * FILE using default_type) from its source text: FILE.db, written to a
+ * temporary file and renamed so that readers never see it half-written.
+ * Keys are lower-cased unless MAP_FLAG_FOLD_KEYS is clear; MAP_FLAG_ALIAS
+ * selects the aliases(5) syntax. Bad lines go into diags with file:line and
+ * are skipped; duplicate keys warn and the first wins as in Postfix.
+ * Returns the number of entries or a negative errno. */
+int map_build(const char *spec, const char *default_type, unsigned flags, Diag *diags);

@@ -1,0 +1,39 @@
+#!/bin/bash
+# deps.sh: installs what postern needs to build, run and test on Debian 12
+# (as root). Safe to run again; quiet when everything is present.
+set -euo pipefail
+
+build_deps=(meson ninja-build pkg-config gcc clang libsystemd-dev libssl-dev libpcre2-dev
+            libc-ares-dev libdb5.3-dev)
+run_deps=(systemd systemd-container dbus openssl ssl-cert db5.3-util)
+test_deps=(python3 python3-pytest swaks mandoc groff-base dovecot-core dovecot-lmtpd dnsmasq
+           iproute2 util-linux procps)
+
+missing=()
+for p in "${build_deps[@]}" "${run_deps[@]}" "${test_deps[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+# Postfix is installed (without starting it) only for its smtp-source and
+# smtp-sink load tools and as the reference in bench/ and the map
+# compatibility tests; its own services stay off.
+if ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=(postfix)
+fi
+
+if [ ${#missing[@]} -gt 0 ] || [ "${POSTERN_DEPS_FORCE:-}" = 1 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+        # Keep the distribution from starting any service it installs.
+        policy_created=
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+                printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+                chmod +x /usr/sbin/policy-rc.d
+                policy_created=1
+        fi
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        if [ -n "$policy_created" ]; then
+                rm -f /usr/sbin/policy-rc.d
+        fi
+fi
