@@ -37,3 +37,8 @@ if [ ${#missing[@]} -gt 0 ] || [ "${POSTERN_DEPS_FORCE:-}" = 1 ]; then
                 rm -f /usr/sbin/policy-rc.d
         fi
 fi
+
+# The default main.cf names the distribution's self-signed certificate.
+if [ ! -e /etc/ssl/certs/ssl-cert-snakeoil.pem ]; then
+        make-ssl-cert generate-default-snakeoil
+fi

@@ -1,0 +1,210 @@
+"""Helpers for the postern-smtpd integration tests: a private instance of the
+built daemon under systemd-socket-activate on a free loopback port, with its
+own configuration directory and queue, a raw SMTP client for pipelining and
+smuggling cases, and a reader of the queue file format (postern-queue(5))."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from common import BUILD_DIR
+
+SMTPD = os.path.join(BUILD_DIR, 'src', 'smtpd', 'postern-smtpd')
+OWN_MODULES = ('src/smtpd/', 'addr.c', 'queue-file.c', 'queue-id.c')
+QUEUE_DIRS = ('incoming', 'active', 'deferred', 'hold', 'corrupt', 'maildrop')
+
+
+def wait_for(predicate, timeout=10.0, what='condition'):
+    """Polls predicate until it returns a true value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError('timed out waiting for ' + what)
+        time.sleep(0.02)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Smtpd:
+    """One postern-smtpd instance. main_cf holds extra main.cf lines,
+    service_cf the lines of services.d/SERVICE.cf."""
+
+    def __init__(self, service='smtpd', main_cf='', service_cf=None, files=None,
+                 queue_dir=None):
+        self.tmp = tempfile.mkdtemp(prefix='postern-smtpd-test.')
+        self.confdir = os.path.join(self.tmp, 'conf')
+        self.queue = queue_dir or os.path.join(self.tmp, 'queue')
+        self.service = service
+        self.port = free_port()
+        self.proc = None
+        self.log_path = os.path.join(self.tmp, 'smtpd.log')
+        os.makedirs(os.path.join(self.confdir, 'services.d'))
+        for d in QUEUE_DIRS:
+            os.makedirs(os.path.join(self.queue, d), exist_ok=True)
+        for name, text in (files or {}).items():
+            with open(os.path.join(self.confdir, name), 'w') as f:
+                f.write(text)
+        with open(os.path.join(self.confdir, 'main.cf'), 'w') as f:
+            f.write('myhostname = mx.example.test\n'
+                    'mydomain = example.test\n'
+                    'mydestination = $myhostname, example.test, localhost\n'
+                    'relay_domains = relay.example.test\n'
+                    'mynetworks = 192.0.2.0/24\n'
+                    'queue_directory = %s\n'
+                    'smtpd_error_sleep_time = 0\n'
+                    'max_idle = 60s\n' % self.queue)
+            f.write(main_cf)
+        if service_cf is not None:
+            with open(os.path.join(self.confdir, 'services.d', service + '.cf'), 'w') as f:
+                f.write(service_cf)
+
+    def start(self):
+        env = dict(os.environ)
+        env.pop('LISTEN_FDS', None)
+        self.log = open(self.log_path, 'w')
+        # systemd-socket-activate passes only the variables named with -E.
+        self.proc = subprocess.Popen(
+            ['systemd-socket-activate', '-l', '127.0.0.1:%d' % self.port,
+             '--fdname=' + self.service,
+             '-E', 'POSTERN_LOG_TARGET=stderr',
+             '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr'),
+             SMTPD, '--service=' + self.service, '-c', self.confdir],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        wait_for(self._port_open, what='port %d' % self.port)
+        return self
+
+    def _port_open(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError('postern-smtpd exited: ' + self.log_text())
+        try:
+            with socket.create_connection(('127.0.0.1', self.port), timeout=1) as s:
+                s.settimeout(5)
+                s.recv(1000)            # the banner: the daemon runs
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, 'log', None):
+            self.log.close()
+
+    def cleanup(self):
+        """Stops the daemon and removes its files; fails when a sanitizer
+        (a -Db_sanitize build) reported anything."""
+        self.stop()
+        log = self.log_text() if os.path.exists(self.log_path) else ''
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer'):
+            assert marker not in log, log
+        # UBSan reports about this daemon's own modules.
+        for line in log.splitlines():
+            if 'runtime error:' in line:
+                assert not any(m in line for m in OWN_MODULES), log
+
+    def log_text(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def wait_log(self, text, timeout=10):
+        return wait_for(lambda: text in self.log_text(), timeout, 'log line ' + repr(text))
+
+    def queue_files(self, sub='incoming', hidden=False):
+        names = sorted(os.listdir(os.path.join(self.queue, sub)))
+        return [n for n in names if hidden or not n.startswith('.')]
+
+    def read_queue_file(self, qid, sub='incoming'):
+        with open(os.path.join(self.queue, sub, qid), 'rb') as f:
+            return parse_queue_file(f.read())
+
+    def connect(self):
+        return RawClient(self.port)
+
+
+def parse_queue_file(data):
+    """Parses a queue file into (header dict, content bytes, envelope dict
+    with 'rcpt' a list of (status, notify, orcpt, address))."""
+    header = data[:64]
+    assert header.endswith(b'\n'), header
+    magic, version, csize, esize, flags = header.split()
+    assert magic == b'POSTERNQ' and version == b'0001'
+    csize, esize = int(csize, 16), int(esize, 16)
+    assert len(data) == 64 + csize + esize
+    content = data[64:64 + csize]
+    env = {'rcpt': []}
+    lines = data[64 + csize:].decode('utf-8', 'surrogateescape').split('\n')
+    assert lines[-1] == '' and lines[-2] == 'end='
+    for line in lines[:-2]:
+        k, v = line.split('=', 1)
+        if k == 'rcpt':
+            status, notify, orcpt, addr = v.split(' ', 3)
+            env['rcpt'].append((status, notify, orcpt, addr))
+        else:
+            env[k] = v
+    return {'flags': int(flags, 16), 'size': csize}, content, env
+
+
+class RawClient:
+    """A line-oriented SMTP client on a plain socket, for what smtplib will
+    not do: pipelined groups, bare LF, BDAT, broken syntax."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=10)
+        self.buf = b''
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def line(self):
+        while b'\r\n' not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError('connection closed; pending: %r' % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\r\n', 1)
+        return line.decode('utf-8', 'replace')
+
+    def reply(self):
+        """One complete (possibly multi-line) reply as a list of lines."""
+        lines = [self.line()]
+        while len(lines[-1]) > 3 and lines[-1][3] == '-':
+            lines.append(self.line())
+        return lines
+
+    def cmd(self, text):
+        self.send(text + '\r\n')
+        return self.reply()
+
+    def closed(self):
+        """Whether the server closed the connection (after any pending data)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()

@@ -1,0 +1,489 @@
+"""Integration tests of TLS (STARTTLS on 25 and 587, implicit TLS on 465)
+and SMTP AUTH through a real Dovecot auth service, driving the built
+postern-smtpd under systemd-socket-activate. Certificates are made here
+with openssl req; clients are smtplib, Python's ssl module on a raw
+socket, and openssl s_client. Assertions are on replies, certificates
+seen, queue files and log lines."""
+import base64
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import tempfile
+
+import pytest
+
+import dovecot_helpers
+from dovecot_helpers import Dovecot
+from smtpd_helpers import SMTPD, QUEUE_DIRS, RawClient, Smtpd, wait_for
+
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(SMTPD), reason='postern-smtpd not built'),
+    pytest.mark.skipif(not shutil.which('openssl'), reason='openssl not installed'),
+]
+
+USERS = {'alice': 'secret-a', 'bob': 'secret-b'}
+MSG = ('From: alice@example.test\r\nTo: someone@remote.example\r\nSubject: t\r\n'
+       'Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <t1@example.test>\r\n\r\nHi.\r\n')
+
+
+def make_cert(directory, name, cn='mail.example.com'):
+    cert = os.path.join(directory, name + '.crt')
+    key = os.path.join(directory, name + '.key')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=' + cn,
+                    '-keyout', key, '-out', cert], check=True, capture_output=True)
+    return cert, key
+
+
+class TlsSmtpd(Smtpd):
+    """Smtpd with extra environment (CREDENTIALS_DIRECTORY) and a readiness
+    check that speaks TLS first in wrapper mode."""
+
+    def __init__(self, env=None, wrapper=False, **kw):
+        super().__init__(**kw)
+        self.extra_env = env or {}
+        self.wrapper = wrapper
+
+    def start(self):
+        env = dict(os.environ)
+        env.pop('LISTEN_FDS', None)
+        self.log = open(self.log_path, 'w')
+        args = ['systemd-socket-activate', '-l', '127.0.0.1:%d' % self.port,
+                '--fdname=' + self.service, '-E', 'POSTERN_LOG_TARGET=stderr',
+                '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr')]
+        for k, v in self.extra_env.items():
+            args += ['-E', '%s=%s' % (k, v)]
+        args += [SMTPD, '--service=' + self.service, '-c', self.confdir]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        wait_for(self._port_open, what='port %d' % self.port)
+        return self
+
+    def _port_open(self):
+        if not self.wrapper:
+            return super()._port_open()
+        if self.proc.poll() is not None:
+            raise RuntimeError('postern-smtpd exited: ' + self.log_text())
+        try:
+            with tls_connect(self.port) as s:
+                return s.recv(1000).startswith(b'220 ')
+        except OSError:
+            return False
+
+    def pid(self):
+        return self.proc.pid
+
+
+def client_context(**kw):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def tls_connect(port, ctx=None, session=None):
+    raw = socket.create_connection(('127.0.0.1', port), timeout=10)
+    return (ctx or client_context()).wrap_socket(raw, session=session)
+
+
+class TlsClient(RawClient):
+    """RawClient whose socket can be switched to TLS after STARTTLS."""
+
+    def starttls(self, ctx=None):
+        assert self.cmd('STARTTLS') == ['220 2.0.0 Ready to start TLS']
+        assert self.buf == b''
+        self.sock = (ctx or client_context()).wrap_socket(self.sock)
+        return self.sock
+
+    def auth_plain(self, user, password):
+        token = base64.b64encode(b'\0' + user.encode() + b'\0' + password.encode()).decode()
+        return self.cmd('AUTH PLAIN ' + token)
+
+
+def ehlo_keywords(reply):
+    return [line[4:] for line in reply[1:]]
+
+
+@pytest.fixture
+def env(tmp_path):
+    """Certificates, a queue directory and a running Dovecot whose auth
+    socket is QUEUE/private/auth (smtpd_sasl_path's default)."""
+    os.chmod(tmp_path, 0o755)
+    queue = tmp_path / 'queue'
+    for d in QUEUE_DIRS:
+        (queue / d).mkdir(parents=True)
+    cert, key = make_cert(str(tmp_path), 'server')
+    ns = type('Env', (), {})()
+    ns.tmp = str(tmp_path)
+    ns.queue = str(queue)
+    ns.cert, ns.key = cert, key
+    ns.dovecot = None
+    if dovecot_helpers.available():
+        ns.dovecot = Dovecot(str(queue / 'private' / 'auth'), USERS).start()
+    started = []
+
+    def make(service='smtpd', main_cf='', service_cf=None, env=None, wrapper=False, start=True):
+        base = ('smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n' % (cert, key))
+        s = TlsSmtpd(service=service, main_cf=base + main_cf, service_cf=service_cf,
+                     queue_dir=ns.queue, env=env, wrapper=wrapper)
+        started.append(s)
+        return s.start() if start else s
+    ns.make = make
+    yield ns
+    for s in started:
+        s.cleanup()
+    if ns.dovecot:
+        ns.dovecot.cleanup()
+
+
+needs_dovecot = pytest.mark.skipif(not dovecot_helpers.available(), reason='no dovecot')
+
+SUBMISSION = ('smtpd_tls_security_level = encrypt\nsmtpd_sasl_auth_enable = yes\n'
+              'smtpd_tls_auth_only = yes\nsmtpd_sasl_authenticated_header = yes\n')
+
+
+@needs_dovecot
+def test_submission_requires_starttls_then_auth(env):
+    s = env.make(service='submission', service_cf=SUBMISSION)
+    c = TlsClient(s.port)
+    c.reply()
+    kw = ehlo_keywords(c.cmd('EHLO client.example.org'))
+    assert 'STARTTLS' in kw
+    assert not any(k.startswith('AUTH') for k in kw)
+    assert c.cmd('MAIL FROM:<a@example.org>') == ['530 5.7.0 Must issue a STARTTLS command first']
+    assert c.auth_plain('alice', 'secret-a') == ['530 5.7.0 Must issue a STARTTLS command first']
+    assert c.cmd('NOOP') == ['250 2.0.0 Ok']
+    c.starttls()
+    # RFC 3207: the EHLO state is gone after the handshake.
+    assert c.cmd('AUTH PLAIN AGFsaWNlAHNlY3JldC1h') == ['503 5.5.1 Error: send HELO/EHLO first']
+    kw = ehlo_keywords(c.cmd('EHLO client.example.org'))
+    assert 'AUTH PLAIN LOGIN' in kw
+    assert 'STARTTLS' not in kw
+    # Without AUTH the submission port relays nothing.
+    assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<someone@remote.example>') == [
+        '554 5.7.1 <someone@remote.example>: Relay access denied']
+    assert c.cmd('RSET') == ['250 2.0.0 Ok']
+    assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
+    assert c.auth_plain('alice', 'secret-a') == ['503 5.5.1 Error: already authenticated']
+    assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<someone@remote.example>') == ['250 2.1.5 Ok']
+    c.cmd('QUIT')
+
+
+@needs_dovecot
+def test_auth_plain_and_login_with_smtplib(env):
+    s = env.make(service='submission', service_cf=SUBMISSION +
+                 'smtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 1\n')
+    for mech in ('PLAIN', 'LOGIN'):
+        with smtplib.SMTP('127.0.0.1', s.port) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.ehlo('client.example.org')
+            with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+                if mech == 'PLAIN':
+                    smtp.login('alice', 'wrong')
+                else:
+                    login_mech(smtp, 'LOGIN', 'wrong')
+            assert e.value.smtp_code == 535
+            assert e.value.smtp_error.startswith(b'5.7.8 Error: authentication failed:')
+            if mech == 'PLAIN':
+                code, _ = smtp.login('alice', 'secret-a')
+            else:
+                code, _ = login_mech(smtp, 'LOGIN', 'secret-a')
+            assert code == 235
+            smtp.sendmail('alice@example.test', ['someone@remote.example'], MSG)
+    s.wait_log('SASL PLAIN authentication failed')
+    s.wait_log('SASL LOGIN authentication failed')
+    log = s.log_text()
+    assert 'warning: unknown[127.0.0.1]: SASL PLAIN authentication failed' in log
+    assert 'client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice' in log
+    assert 'client=unknown[127.0.0.1], sasl_method=LOGIN, sasl_username=alice' in log
+    assert 'Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher' \
+        in log
+    # Never a password or an AUTH exchange in the log.
+    assert 'secret-a' not in log and 'wrong' not in log
+    assert base64.b64encode(b'secret-a').decode() not in log
+    qids = s.queue_files()
+    assert len(qids) == 2
+    _, content, envelope = s.read_queue_file(qids[0])
+    assert envelope['sasl_username'] == 'alice'
+    assert envelope['sasl_method'] in ('PLAIN', 'LOGIN')
+    assert envelope['protocol'] == 'ESMTPSA'
+    text = content.decode()
+    assert '\t(using TLSv1.3 with cipher ' in text
+    assert '\t(Authenticated sender: alice)\n' in text
+    assert ' with ESMTPSA id ' in text
+
+
+def login_mech(smtp, mech, password):
+    smtp.user, smtp.password = 'alice', password
+    return smtp.auth(mech, smtp.auth_login, initial_response_ok=False)
+
+
+@needs_dovecot
+def test_auth_protocol_details(env):
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'broken_sasl_auth_clients = yes\n'
+                 'smtpd_sasl_security_options = noanonymous, noplaintext\n'
+                 'smtpd_sasl_tls_security_options = noanonymous\n')
+    c = TlsClient(s.port)
+    c.reply()
+    kw = ehlo_keywords(c.cmd('EHLO client.example.org'))
+    # Without TLS noplaintext leaves nothing to offer.
+    assert 'STARTTLS' in kw and not any(k.startswith('AUTH') for k in kw)
+    assert c.auth_plain('alice', 'secret-a') == [
+        '538 5.7.11 Encryption required for requested authentication mechanism']
+    c.starttls()
+    kw = ehlo_keywords(c.cmd('EHLO client.example.org'))
+    assert 'AUTH PLAIN LOGIN' in kw and 'AUTH=PLAIN LOGIN' in kw
+    assert c.cmd('AUTH CRAM-MD5') == ['504 5.5.4 Unsupported authentication mechanism']
+    assert c.cmd('AUTH') == ['501 5.5.4 Syntax: AUTH mechanism']
+    # The continuation flow, aborted with "*".
+    assert c.cmd('AUTH PLAIN') == ['334 ']
+    assert c.cmd('*') == ['501 5.7.0 Authentication aborted']
+    assert c.cmd('AUTH LOGIN') == ['334 VXNlcm5hbWU6']
+    assert c.cmd(base64.b64encode(b'bob').decode()) == ['334 UGFzc3dvcmQ6']
+    assert c.cmd(base64.b64encode(b'secret-b').decode()) == ['235 2.7.0 Authentication successful']
+    # Authenticated clients relay on port 25 too (permit_sasl_authenticated).
+    assert c.cmd('MAIL FROM:<bob@example.test>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<x@remote.example>') == ['250 2.1.5 Ok']
+    c.cmd('QUIT')
+    # An empty initial response ("=") reaches Dovecot, which refuses it.
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    c.cmd('EHLO client.example.org')
+    assert c.cmd('AUTH PLAIN =')[0].startswith('535 5.7.8 Error: authentication failed:')
+    c.close()
+
+
+@needs_dovecot
+def test_wrong_passwords_count_as_errors(env):
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'smtpd_hard_error_limit = 3\n')
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    c.cmd('EHLO client.example.org')
+    for _ in range(2):
+        r = c.auth_plain('alice', 'guess')
+        assert r[0].startswith('535 5.7.8 Error: authentication failed:'), r
+    c.send('AUTH PLAIN ' + base64.b64encode(b'\0alice\0guess').decode() + '\r\n')
+    assert c.reply()[0].startswith('535 5.7.8')
+    assert c.reply() == ['421 4.7.0 mx.example.test Error: too many errors']
+    assert c.closed()
+    assert s.log_text().count('warning: unknown[127.0.0.1]: SASL PLAIN authentication failed') == 3
+
+
+@needs_dovecot
+def test_dovecot_down_and_back(env):
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n')
+
+    def session():
+        c = TlsClient(s.port)
+        c.reply()
+        c.starttls()
+        c.cmd('EHLO client.example.org')
+        return c
+    c = session()
+    assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
+    c.close()
+    env.dovecot.stop()
+    # The auth process may serve its connection a moment longer.
+    s.wait_log('connection to the Dovecot auth service', timeout=20)
+    for _ in range(2):
+        c = session()
+        assert c.auth_plain('alice', 'secret-a') == ['454 4.7.0 Temporary authentication failure']
+        assert c.cmd('NOOP') == ['250 2.0.0 Ok']
+        c.close()
+    assert s.proc.poll() is None
+    s.wait_log('SASL PLAIN authentication failed')
+    env.dovecot.start()
+    c = session()
+    assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
+    c.close()
+
+
+def test_smtps_speaks_tls_first(env):
+    s = env.make(service='smtps', service_cf='smtpd_tls_wrappermode = yes\n', wrapper=True)
+    # A plaintext client hears no greeting.
+    raw = socket.create_connection(('127.0.0.1', s.port), timeout=1)
+    with pytest.raises(socket.timeout):
+        raw.recv(100)
+    raw.close()
+    with tls_connect(s.port) as t:
+        assert t.recv(1000) == b'220 mx.example.test ESMTP postern\r\n'
+        t.sendall(b'EHLO x\r\n')
+        ehlo = t.recv(1000).decode()
+        assert 'STARTTLS' not in ehlo
+    r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % s.port, '-quiet'],
+                       input='QUIT\r\n', capture_output=True, text=True, timeout=30)
+    assert '220 mx.example.test ESMTP postern' in r.stdout, r.stdout + r.stderr
+    assert '221 2.0.0 Bye' in r.stdout
+
+
+def test_openssl_starttls_smtp(env):
+    s = env.make(main_cf='smtpd_tls_security_level = may\n')
+    r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % s.port,
+                        '-starttls', 'smtp', '-quiet'],
+                       input='QUIT\r\n', capture_output=True, text=True, timeout=30)
+    assert '221 2.0.0 Bye' in r.stdout, r.stdout + r.stderr
+    assert 'CN = mail.example.com' in r.stderr
+
+
+def test_no_starttls_without_level(env):
+    s = env.make()
+    c = TlsClient(s.port)
+    c.reply()
+    assert 'STARTTLS' not in ehlo_keywords(c.cmd('EHLO x'))
+    assert c.cmd('STARTTLS') == ['502 5.5.1 Error: command not implemented']
+
+
+@pytest.mark.parametrize('protocols', ['>=TLSv1.2', '!SSLv2, !SSLv3, !TLSv1, !TLSv1.1'])
+def test_old_protocols_refused(env, protocols):
+    s = env.make(service='smtps', wrapper=True,
+                 service_cf='smtpd_tls_wrappermode = yes\nsmtpd_tls_protocols = %s\n'
+                            'smtpd_tls_mandatory_protocols = %s\n' % (protocols, protocols))
+    for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        ctx = client_context(minimum_version=version, maximum_version=version)
+        ctx.set_ciphers('DEFAULT@SECLEVEL=0')
+        with pytest.raises(ssl.SSLError):
+            tls_connect(s.port, ctx)
+    # The server is what refuses: it says so with the client's address.
+    s.wait_log('SSL_accept error from unknown[127.0.0.1]: unsupported protocol')
+    ctx = client_context(minimum_version=ssl.TLSVersion.TLSv1_2,
+                         maximum_version=ssl.TLSVersion.TLSv1_2)
+    with tls_connect(s.port, ctx) as t:
+        assert t.version() == 'TLSv1.2'
+        assert t.recv(100).startswith(b'220 ')
+    r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % s.port, '-tls1',
+                        '-cipher', 'DEFAULT@SECLEVEL=0'],
+                       input='', capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % s.port, '-tls1_2',
+                        '-quiet'], input='QUIT\r\n', capture_output=True, text=True, timeout=30)
+    assert '221 2.0.0 Bye' in r.stdout, r.stdout + r.stderr
+
+
+def test_tls12_only_server_refuses_tls13(env):
+    # The other direction: <= bounds are applied too.
+    s = env.make(service='smtps', wrapper=True,
+                 service_cf='smtpd_tls_wrappermode = yes\nsmtpd_tls_protocols = <=TLSv1.2\n')
+    with tls_connect(s.port) as t:
+        assert t.version() == 'TLSv1.2'
+    ctx = client_context(minimum_version=ssl.TLSVersion.TLSv1_3)
+    with pytest.raises(ssl.SSLError):
+        tls_connect(s.port, ctx)
+
+
+@pytest.mark.parametrize('forbid', ['no', 'yes'])
+def test_plaintext_pipelined_after_starttls_is_discarded(env, forbid):
+    s = env.make(main_cf='smtpd_tls_security_level = may\n'
+                 'smtpd_forbid_unauth_pipelining = %s\n' % forbid)
+    c = TlsClient(s.port)
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    c.send('STARTTLS\r\nMAIL FROM:<evil@x.example>\r\n')
+    if forbid == 'yes':
+        # Postfix 3.9 behaviour: a protocol violation ends the session.
+        assert c.reply() == ['554 5.5.0 Error: SMTP protocol synchronization']
+        assert c.closed()
+        s.wait_log('improper command pipelining after starttls from unknown[127.0.0.1]')
+        return
+    assert c.reply() == ['220 2.0.0 Ready to start TLS']
+    c.sock = client_context().wrap_socket(c.sock)
+    c.cmd('EHLO client.example.org')
+    assert c.cmd('RCPT TO:<user@example.test>') == ['503 5.5.1 Error: need MAIL command']
+    s.wait_log('improper command pipelining after STARTTLS from unknown[127.0.0.1]: '
+               'discarding %d bytes of plaintext' % len('MAIL FROM:<evil@x.example>\r\n'))
+
+
+def test_key_from_credential(env, tmp_path):
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    shutil.copy(env.key, creds / 'smtpd_tls_key_file')
+    s = env.make(main_cf='smtpd_tls_security_level = may\n'
+                 'smtpd_tls_key_file = /nonexistent/private/mail.key\n',
+                 env={'CREDENTIALS_DIRECTORY': str(creds)})
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    assert c.cmd('NOOP') == ['250 2.0.0 Ok']
+    # The key file's base name works as the credential name too.
+    os.rename(creds / 'smtpd_tls_key_file', creds / 'mail.key')
+    s2 = env.make(main_cf='smtpd_tls_security_level = may\n'
+                  'smtpd_tls_key_file = /nonexistent/private/mail.key\n',
+                  env={'CREDENTIALS_DIRECTORY': str(creds)})
+    c = TlsClient(s2.port)
+    c.reply()
+    c.starttls()
+    assert c.cmd('NOOP') == ['250 2.0.0 Ok']
+
+
+def test_missing_certificate_is_a_startup_error(env):
+    s = env.make(main_cf='smtpd_tls_security_level = may\n'
+                 'smtpd_tls_cert_file = /nonexistent/cert.pem\n', start=False)
+    s.log = open(s.log_path, 'w')
+    r = subprocess.run([SMTPD, '--service=smtpd', '-c', s.confdir],
+                       env=dict(os.environ, POSTERN_LOG_TARGET='stderr', LISTEN_FDS='0'),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert 'TLS setup failed: cannot read certificate /nonexistent/cert.pem: ' \
+           'No such file or directory' in r.stderr, r.stderr
+
+
+def peer_cn(sock):
+    der = sock.getpeercert(binary_form=True)
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    r = subprocess.run(['openssl', 'x509', '-noout', '-subject'], input=pem,
+                       capture_output=True, text=True, check=True)
+    return r.stdout.strip()
+
+
+def test_reload_new_certificate(env):
+    s = env.make(main_cf='smtpd_tls_security_level = may\n')
+    old = TlsClient(s.port)
+    old.reply()
+    assert 'mail.example.com' in peer_cn(old.starttls())
+    # Replace the files in place, as certbot's deploy hook would, and reload.
+    new_cert, new_key = make_cert(env.tmp, 'renewed', cn='renewed.example.com')
+    shutil.copy(new_cert, env.cert)
+    shutil.copy(new_key, env.key)
+    os.kill(s.pid(), signal.SIGHUP)
+    s.wait_log('Reloaded the TLS configuration')
+    # The open session keeps working on its TLS session.
+    assert old.cmd('NOOP') == ['250 2.0.0 Ok']
+    assert old.cmd('EHLO x')[0] == '250-mx.example.test'
+    new = TlsClient(s.port)
+    new.reply()
+    assert 'renewed.example.com' in peer_cn(new.starttls())
+    assert old.cmd('QUIT') == ['221 2.0.0 Bye']
+    # A broken certificate on reload keeps the running one.
+    with open(env.cert, 'w') as f:
+        f.write('garbage\n')
+    os.kill(s.pid(), signal.SIGHUP)
+    s.wait_log('keeping the previous certificates')
+    c = TlsClient(s.port)
+    c.reply()
+    assert 'renewed.example.com' in peer_cn(c.starttls())
+
+
+def test_session_resumption_by_ticket(env):
+    s = env.make(service='smtps', wrapper=True,
+                 service_cf='smtpd_tls_wrappermode = yes\nsmtpd_tls_loglevel = 1\n')
+    ctx = client_context()
+    with tls_connect(s.port, ctx) as t:
+        t.recv(1000)            # TLS 1.3 tickets arrive after the handshake
+        t.sendall(b'QUIT\r\n')
+        t.recv(1000)
+        session = t.session
+    assert session is not None
+    with tls_connect(s.port, ctx, session=session) as t:
+        assert t.recv(1000).startswith(b'220 ')
+        assert t.session_reused
+    s.wait_log('(resumed)')
