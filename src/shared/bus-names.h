@@ -20,15 +20,18 @@
  *   need no access to the queue directory.
  *
  * org.postern.Bounce1 (bounce; /org/postern/Bounce1):
- *   Notify(h queue_file, s queue_id, s kind "failure"|"delay"|"success",
+ *   Notify(h queue_file, s queue_id,
+ *          s kind "failure"|"delay"|"success"|"relayed"|"expanded",
  *          a(ussss) recipients: (index in the queue file, address, original address,
  *                                dsn "X.Y.Z", diagnostic text),
  *          s relay ("" when none), t last_attempt_usec)
  *     -> (s report_queue_id: "" when no report was due, e.g. NOTIFY=NEVER)
  *   The bounce service writes the report (RFC 3464) into incoming/, fsyncs
  *   it, announces it with Queue1.Enqueue and only then replies; the caller
- *   marks the recipients done after the reply. A report about a report
- *   (null sender) goes to the postmaster as a double bounce. */
+ *   marks the recipients done after the reply (also when no report was
+ *   due). A failed report (null sender) goes to 2bounce_notice_recipient
+ *   when notify_classes has 2bounce, and is discarded with a log line
+ *   otherwise, as in Postfix. */
 #pragma once
 
 #include <stdlib.h>

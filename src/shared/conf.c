@@ -957,7 +957,16 @@ static int validate(Config *c, Diag *diags) {
                 _cleanup_free_ char *what = NULL, *expected = NULL, *shown = NULL;
                 const char *raw = raw_of(c, v, (int) p);
 
-                if (v->state != STATE_DONE || (info->flags & CONF_FLAG_RAW))
+                if (info->flags & CONF_FLAG_RAW) {
+                        /* Raw values are expanded by their reader at use
+                         * time ($home, $user); lists still split now. */
+                        if (raw && !(c->lists[p] = split_list(raw))) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        continue;
+                }
+                if (v->state != STATE_DONE)
                         continue;
                 r = check_value(info, v->expanded, &c->typed[p], &c->enum_value[p]);
                 if (r >= 0 && !(c->lists[p] = split_list(v->expanded)))

@@ -241,6 +241,9 @@ static void test_enum_and_raw(void) {
         CHECK_INT(conf_expand(c, "postmaster@$mydomain${nosuch}", &x), 0);
         CHECK_STR(x, "postmaster@example.org");
         CHECK(conf_get_by_name(c, "nosuch", false) == NULL);
+        /* Raw lists split without expansion. */
+        CHECK_INT(strv_length(conf_get_list(c, P_FORWARD_PATH)), 2);
+        CHECK_STR(conf_get_list(c, P_FORWARD_PATH)[1], "$home/.forward");
 }
 
 static void test_computed(void) {

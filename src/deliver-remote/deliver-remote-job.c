@@ -1,0 +1,690 @@
+/* deliver-remote-job.c: one Deliver call from start to reply. Reads the
+ * envelope and headers from the queue file fd, applies hopcount_limit,
+ * parses the next hop, tries a cached connection, resolves the next hop
+ * into routes (MX lookup with preference order and random order among
+ * equals, A/AAAA fallback when there is no MX, RFC 7505 null MX, "loops back
+ * to myself" when the best MX is this host), walks the routes with
+ * SmtpSessions (smtp-client.c) and collects a result per recipient:
+ * 2xx sent, 5xx bounced, 4xx and connection trouble deferred, where a soft
+ * failure leaves the recipient for the next MX host as Postfix does. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "fileio.h"
+#include "deliver-remote.h"
+#include "log.h"
+
+/* What we read of the content for the header scan; longer header sections
+ * count only the Received: headers within this. */
+#define HEADER_SCAN_MAX (256u * 1024)
+
+typedef struct MxHost {
+        char *name;
+        unsigned preference;
+        InetAddr *addrs;
+        size_t n_addrs;
+        int error;              /* worst lookup result: < 0 failed, 0 fine */
+        bool nxdomain;
+        bool self;
+        const char *error_text;
+        DnsType error_type;
+} MxHost;
+
+typedef struct JobLookup {
+        DeliveryJob *job;
+        size_t mx_index;
+        DnsType type;
+        DnsQuery *query;
+} JobLookup;
+
+static void job_next_route(DeliveryJob *j);
+static void job_finish(DeliveryJob *j);
+
+static void routes_free(DeliveryJob *j) {
+        for (size_t i = 0; i < j->n_routes; i++) {
+                free(j->routes[i].host);
+                free(j->routes[i].path);
+        }
+        free(j->routes);
+        j->routes = NULL;
+        j->n_routes = j->next_route = 0;
+}
+
+static void lookups_cancel(DeliveryJob *j) {
+        for (size_t i = 0; i < j->n_lookups; i++)
+                j->lookups[i].query = dns_query_cancel(j->lookups[i].query);
+        free(j->lookups);
+        j->lookups = NULL;
+        j->n_lookups = 0;
+        j->lookups_pending = 0;
+        for (size_t i = 0; i < j->n_mx; i++) {
+                free(j->mx[i].name);
+                free(j->mx[i].addrs);
+        }
+        free(j->mx);
+        j->mx = NULL;
+        j->n_mx = 0;
+}
+
+DeliveryJob *delivery_job_free(DeliveryJob *j) {
+        if (!j)
+                return NULL;
+        if (j->prev)
+                j->prev->next = j->next;
+        else if (j->d->jobs == j)
+                j->d->jobs = j->next;
+        if (j->next)
+                j->next->prev = j->prev;
+        lookups_cancel(j);
+        routes_free(j);
+        if (j->session)
+                j->session = smtp_session_free(j->session);
+        for (size_t i = 0; i < j->n_rcpts; i++) {
+                free(j->rcpts[i].address);
+                free(j->rcpts[i].original);
+                free(j->rcpts[i].diag);
+        }
+        free(j->rcpts);
+        queue_envelope_done(&j->env);
+        nexthop_done(&j->nexthop);
+        sd_bus_message_unref(j->call);
+        if (j->fd >= 0)
+                close(j->fd);
+        free(j->qid);
+        free(j->nexthop_text);
+        free(j->cache_key);
+        free(j->relay);
+        free(j->last_diag);
+        free(j);
+        return NULL;
+}
+
+static unsigned pending_count(DeliveryJob *j) {
+        unsigned n = 0;
+        for (size_t i = 0; i < j->n_rcpts; i++)
+                if (j->rcpts[i].state == RCPT_PENDING)
+                        n++;
+        return n;
+}
+
+static void set_rcpt(DeliveryRcpt *r, RcptState state, const char *dsn, const char *diag) {
+        char *t = strdup(strempty(diag));
+        if (t) {
+                free(r->diag);
+                r->diag = t;
+        }
+        snprintf(r->dsn, sizeof(r->dsn), "%s", dsn);
+        r->state = state;
+}
+
+void delivery_rcpt_result(DeliveryJob *j, DeliveryRcpt *r, int code, const char *dsn,
+                          const char *diag) {
+        if (r->state != RCPT_PENDING)
+                return;
+        if (code >= 200 && code < 300)
+                set_rcpt(r, RCPT_SENT, dsn, diag);
+        else if (code >= 500)
+                set_rcpt(r, RCPT_BOUNCED, dsn, diag);
+        else
+                set_rcpt(r, RCPT_PENDING, dsn, diag);
+}
+
+void delivery_job_soft_fail(DeliveryJob *j, const char *dsn, const char *diag) {
+        char *t = strdup(diag);
+        if (t) {
+                free(j->last_diag);
+                j->last_diag = t;
+        }
+        snprintf(j->last_dsn, sizeof(j->last_dsn), "%s", dsn);
+        for (size_t i = 0; i < j->n_rcpts; i++)
+                if (j->rcpts[i].state == RCPT_PENDING)
+                        set_rcpt(&j->rcpts[i], RCPT_PENDING, dsn, diag);
+}
+
+void delivery_job_fail_all(DeliveryJob *j, bool hard, const char *dsn, const char *diag) {
+        for (size_t i = 0; i < j->n_rcpts; i++)
+                if (j->rcpts[i].state == RCPT_PENDING)
+                        set_rcpt(&j->rcpts[i], hard ? RCPT_BOUNCED : RCPT_DEFERRED, dsn, diag);
+}
+
+static void job_finish(DeliveryJob *j) {
+        Deliver *d = j->d;
+
+        lookups_cancel(j);
+        /* Recipients never reached keep the last soft failure. */
+        for (size_t i = 0; i < j->n_rcpts; i++) {
+                DeliveryRcpt *r = &j->rcpts[i];
+                if (r->state != RCPT_PENDING)
+                        continue;
+                if (!r->diag)
+                        set_rcpt(r, RCPT_DEFERRED, j->last_dsn[0] ? j->last_dsn : "4.4.1",
+                                 j->last_diag ? j->last_diag : "delivery temporarily suspended");
+                else
+                        r->state = RCPT_DEFERRED;
+                /* A soft failure is a 4.X.X whatever the reply said. */
+                r->dsn[0] = '4';
+        }
+        deliver_bus_reply(j);
+        delivery_job_free(j);
+        d->n_jobs--;
+        deliver_jobs_changed(d);
+}
+
+void delivery_job_session_done(DeliveryJob *j, SmtpSession *s, bool reusable) {
+        if (j->session == s)
+                j->session = NULL;
+        if (pending_count(j) == 0) {
+                job_finish(j);
+                return;
+        }
+        if (!j->plain_retry)
+                j->next_route++;
+        job_next_route(j);
+}
+
+static void job_next_route(DeliveryJob *j) {
+        Deliver *d = j->d;
+
+        for (;;) {
+                bool plain = j->plain_retry;
+
+                if (pending_count(j) == 0 || j->next_route >= j->n_routes ||
+                    (d->settings.mx_session_limit > 0 && j->sessions >= d->settings.mx_session_limit)) {
+                        job_finish(j);
+                        return;
+                }
+                j->plain_retry = false;
+                if (smtp_session_connect(j, &j->routes[j->next_route], plain) >= 0)
+                        return;
+                j->next_route++;
+        }
+}
+
+/* Whether an address belongs to this host (inet_interfaces and
+ * proxy_interfaces): mail sent there would loop. */
+static bool addr_is_local(Deliver *d, const InetAddr *a) {
+        for (size_t i = 0; i < d->settings.n_local_addrs; i++) {
+                const InetAddr *l = &d->settings.local_addrs[i];
+                if (l->family == a->family && memcmp(l->bytes, a->bytes, inet_family_bits(a->family) / 8) == 0)
+                        return true;
+        }
+        return false;
+}
+
+static int route_add(DeliveryJob *j, const char *host, const InetAddr *a, unsigned port) {
+        Route *n;
+        unsigned limit = j->d->settings.mx_address_limit;
+
+        if (limit > 0 && j->n_routes >= limit)
+                return 0;
+        n = reallocarray(j->routes, j->n_routes + 1, sizeof(Route));
+        if (!n)
+                return -ENOMEM;
+        j->routes = n;
+        n = &j->routes[j->n_routes];
+        *n = (Route) {.addr = *a, .port = port};
+        n->host = strdup(host);
+        if (!n->host)
+                return -ENOMEM;
+        j->n_routes++;
+        return 0;
+}
+
+static void shuffle_equal_preferences(MxHost *mx, size_t n) {
+        /* Insertion sort by preference, then a shuffle within runs of equal
+         * preference (RFC 5321 5.1: spread the load). */
+        for (size_t i = 1; i < n; i++)
+                for (size_t k = i; k > 0 && mx[k - 1].preference > mx[k].preference; k--) {
+                        MxHost t = mx[k];
+                        mx[k] = mx[k - 1];
+                        mx[k - 1] = t;
+                }
+        for (size_t i = 0; i < n;) {
+                size_t e = i + 1;
+                while (e < n && mx[e].preference == mx[i].preference)
+                        e++;
+                for (size_t k = e - 1; k > i; k--) {
+                        size_t r = i + (size_t) random() % (k - i + 1);
+                        MxHost t = mx[k];
+                        mx[k] = mx[r];
+                        mx[r] = t;
+                }
+                i = e;
+        }
+}
+
+/* All address lookups are done: build the routes, or fail. */
+static void job_routes_ready(DeliveryJob *j) {
+        Deliver *d = j->d;
+        const char *domain = j->nexthop.host;
+        bool have_self = false, any_temp = false;
+        unsigned self_pref = 0;
+        const MxHost *failed = NULL;
+
+        for (size_t i = 0; i < j->n_mx; i++) {
+                MxHost *m = &j->mx[i];
+                if (strcaseeq(m->name, d->settings.myhostname))
+                        m->self = true;
+                for (size_t k = 0; k < m->n_addrs && !m->self; k++)
+                        if (addr_is_local(d, &m->addrs[k]))
+                                m->self = true;
+                if (m->self && j->nexthop.mx && (!have_self || m->preference < self_pref)) {
+                        have_self = true;
+                        self_pref = m->preference;
+                }
+        }
+        for (size_t i = 0; i < j->n_mx; i++) {
+                MxHost *m = &j->mx[i];
+                if (have_self && m->preference >= self_pref)
+                        continue;
+                if (m->n_addrs == 0) {
+                        if (m->error < 0)
+                                any_temp = true;
+                        if (!failed || m->error < 0)
+                                failed = m;
+                }
+                for (size_t k = 0; k < m->n_addrs; k++)
+                        if (route_add(j, m->name, &m->addrs[k], j->nexthop.port) < 0) {
+                                delivery_job_fail_all(j, false, "4.3.0", "out of memory");
+                                job_finish(j);
+                                return;
+                        }
+        }
+        if (j->n_routes == 0) {
+                _cleanup_free_ char *text = NULL;
+                if (have_self) {
+                        /* Postfix: the best MX host is this machine. */
+                        text = strdup_printf("mail for %s loops back to myself", domain);
+                        delivery_job_fail_all(j, true, "5.4.6", strempty(text));
+                } else if (failed && (failed->error < 0 || any_temp)) {
+                        text = strdup_printf("Host or domain name not found. Name service error "
+                                             "for name=%s type=%s: Host not found, try again",
+                                             failed->name, dns_type_to_string(failed->error_type));
+                        delivery_job_fail_all(j, false, "4.4.3", strempty(text));
+                } else {
+                        text = strdup_printf("Host or domain name not found. Name service error "
+                                             "for name=%s type=%s: Host not found",
+                                             failed ? failed->name : domain,
+                                             dns_type_to_string(failed ? failed->error_type
+                                                                       : DNS_TYPE_A));
+                        delivery_job_fail_all(j, true, "5.4.4", strempty(text));
+                }
+                job_finish(j);
+                return;
+        }
+        lookups_cancel(j);
+        job_next_route(j);
+}
+
+static void on_address(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
+        JobLookup *l = userdata;
+        DeliveryJob *j = l->job;
+        MxHost *m = &j->mx[l->mx_index];
+
+        l->query = NULL;
+        j->lookups_pending--;
+        if (r > 0) {
+                InetAddr *n = reallocarray(m->addrs, m->n_addrs + a->n_records, sizeof(InetAddr));
+                if (n) {
+                        m->addrs = n;
+                        /* IPv6 first when both exist, as the routes are tried in order. */
+                        if (l->type == DNS_TYPE_AAAA && m->n_addrs > 0) {
+                                memmove(m->addrs + a->n_records, m->addrs, m->n_addrs * sizeof(InetAddr));
+                                for (size_t i = 0; i < a->n_records; i++)
+                                        m->addrs[i] = a->records[i].addr;
+                        } else
+                                for (size_t i = 0; i < a->n_records; i++)
+                                        m->addrs[m->n_addrs + i] = a->records[i].addr;
+                        m->n_addrs += a->n_records;
+                }
+        } else if (r < 0) {
+                m->error = r;
+                m->error_type = l->type;
+        } else if (m->error == 0) {
+                m->error_type = l->type;
+                m->nxdomain = a->nxdomain;
+        }
+        if (j->lookups_pending == 0)
+                job_routes_ready(j);
+}
+
+static int lookup_addresses(DeliveryJob *j) {
+        Deliver *d = j->d;
+        size_t per = (d->settings.ipv4 ? 1 : 0) + (d->settings.ipv6 ? 1 : 0);
+        int r;
+
+        j->lookups = calloc(j->n_mx * per, sizeof(JobLookup));
+        if (!j->lookups)
+                return -ENOMEM;
+        j->n_lookups = j->n_mx * per;
+        /* One extra count holds the answers back until every query is out:
+         * c-ares may answer a query before dns_query() returns. */
+        j->lookups_pending = 1;
+        for (size_t i = 0, n = 0; i < j->n_mx; i++) {
+                DnsType types[2];
+                size_t nt = 0;
+                if (d->settings.ipv6)
+                        types[nt++] = DNS_TYPE_AAAA;
+                if (d->settings.ipv4)
+                        types[nt++] = DNS_TYPE_A;
+                for (size_t t = 0; t < nt; t++, n++) {
+                        JobLookup *l = &j->lookups[n];
+                        *l = (JobLookup) {.job = j, .mx_index = i, .type = types[t]};
+                        j->lookups_pending++;
+                        r = dns_query(d->dns, j->mx[i].name, types[t], on_address, l, &l->query);
+                        if (r < 0) {
+                                j->lookups_pending--;
+                                j->mx[i].error = r;
+                                j->mx[i].error_type = types[t];
+                        }
+                }
+        }
+        if (--j->lookups_pending == 0)
+                job_routes_ready(j);
+        return 0;
+}
+
+static int mx_add(DeliveryJob *j, const char *name, unsigned pref) {
+        MxHost *n = reallocarray(j->mx, j->n_mx + 1, sizeof(MxHost));
+        if (!n)
+                return -ENOMEM;
+        j->mx = n;
+        n = &j->mx[j->n_mx];
+        *n = (MxHost) {.preference = pref, .name = strdup(name)};
+        if (!n->name)
+                return -ENOMEM;
+        j->n_mx++;
+        return 0;
+}
+
+static void on_mx(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
+        JobLookup *l = userdata;
+        DeliveryJob *j = l->job;
+        const char *domain = j->nexthop.host;
+        _cleanup_free_ char *text = NULL;
+
+        l->query = NULL;
+        free(j->lookups);
+        j->lookups = NULL;
+        j->n_lookups = 0;
+        j->lookups_pending = 0;
+
+        if (r < 0) {
+                text = strdup_printf("Host or domain name not found. Name service error for "
+                                     "name=%s type=MX: Host not found, try again", domain);
+                delivery_job_fail_all(j, false, "4.4.3", strempty(text));
+                job_finish(j);
+                return;
+        }
+        if (r == 0 && a->nxdomain) {
+                text = strdup_printf("Host or domain name not found. Name service error for "
+                                     "name=%s type=MX: Host not found", domain);
+                delivery_job_fail_all(j, true, "5.4.4", strempty(text));
+                job_finish(j);
+                return;
+        }
+        if (r == 0) {
+                /* RFC 5321 5.1: no MX, the domain itself is the implicit MX. */
+                if (mx_add(j, domain, 0) < 0)
+                        goto oom;
+        } else {
+                for (size_t i = 0; i < a->n_records; i++) {
+                        /* RFC 7505: "MX 0 ." - the domain accepts no mail. */
+                        if (a->records[i].name[0] == 0 ||
+                            streq(a->records[i].name, ".")) {
+                                text = strdup_printf("Domain %s does not accept mail (nullMX)",
+                                                     domain);
+                                delivery_job_fail_all(j, true, "5.1.10", strempty(text));
+                                job_finish(j);
+                                return;
+                        }
+                        if (mx_add(j, a->records[i].name, a->records[i].preference) < 0)
+                                goto oom;
+                }
+                shuffle_equal_preferences(j->mx, j->n_mx);
+        }
+        if (lookup_addresses(j) < 0)
+                goto oom;
+        return;
+oom:
+        delivery_job_fail_all(j, false, "4.3.0", "out of memory");
+        job_finish(j);
+}
+
+/* Resolves the next hop into routes; calls job_next_route() (maybe at once). */
+static int job_resolve(DeliveryJob *j) {
+        Nexthop *nh = &j->nexthop;
+        int r;
+
+        if (nh->kind == NEXTHOP_UNIX) {
+                Route *rt = calloc(1, sizeof(Route));
+                if (!rt)
+                        return -ENOMEM;
+                j->routes = rt;
+                j->n_routes = 1;
+                rt->host = strdup(j->d->settings.myhostname);
+                rt->path = path_join(j->d->settings.queue_directory, nh->path);
+                if (!rt->host || !rt->path)
+                        return -ENOMEM;
+                job_next_route(j);
+                return 0;
+        }
+        if (nh->literal) {
+                InetAddr a;
+                if (inet_addr_parse(nh->host, &a) < 0)
+                        return -EINVAL;
+                if (route_add(j, nh->host, &a, nh->port) < 0)
+                        return -ENOMEM;
+                job_next_route(j);
+                return 0;
+        }
+        if (nh->mx) {
+                j->lookups = calloc(1, sizeof(JobLookup));
+                if (!j->lookups)
+                        return -ENOMEM;
+                j->n_lookups = 1;
+                j->lookups[0] = (JobLookup) {.job = j, .type = DNS_TYPE_MX};
+                j->lookups_pending = 1;
+                r = dns_query(j->d->dns, nh->host, DNS_TYPE_MX, on_mx, &j->lookups[0],
+                              &j->lookups[0].query);
+                return r;
+        }
+        if (mx_add(j, nh->host, 0) < 0)
+                return -ENOMEM;
+        return lookup_addresses(j);
+}
+
+static int read_recipients(DeliveryJob *j, sd_bus_message *m, char **ret_error) {
+        uint32_t index;
+        const char *address, *original;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "(uss)");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read(m, "(uss)", &index, &address, &original)) > 0) {
+                DeliveryRcpt *n;
+                if (index >= j->env.n_rcpts) {
+                        *ret_error = strdup_printf("recipient index %u out of range (%zu in the "
+                                                   "queue file)", index, j->env.n_rcpts);
+                        return -EINVAL;
+                }
+                if (isempty(address) || strchr(address, '\n') || strchr(address, '\r') ||
+                    strlen(address) > ADDR_PATH_MAX) {
+                        *ret_error = strdup("invalid recipient address");
+                        return -EINVAL;
+                }
+                if (j->n_rcpts >= 100000)
+                        return -E2BIG;
+                n = reallocarray(j->rcpts, j->n_rcpts + 1, sizeof(DeliveryRcpt));
+                if (!n)
+                        return -ENOMEM;
+                j->rcpts = n;
+                n = &j->rcpts[j->n_rcpts];
+                *n = (DeliveryRcpt) {.index = index};
+                j->n_rcpts++;
+                n->address = strdup(address);
+                n->original = strdup(isempty(original) ? address : original);
+                if (!n->address || !n->original)
+                        return -ENOMEM;
+                n->orcpt = j->env.rcpts[index].orcpt;
+                n->notify = j->env.rcpts[index].notify;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (j->n_rcpts == 0) {
+                *ret_error = strdup("no recipients");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int scan_content(DeliveryJob *j) {
+        size_t n = (size_t) MIN(j->env.content_size, (uint64_t) HEADER_SCAN_MAX);
+        _cleanup_free_ char *buf = malloc(n + 1);
+        ssize_t k;
+
+        if (!buf)
+                return -ENOMEM;
+        k = pread(j->fd, buf, n, (off_t) j->env.content_offset);
+        if (k < 0)
+                return -errno;
+        smtp_headers_scan(buf, (size_t) k, &j->headers);
+        return 0;
+}
+
+int delivery_job_start(Deliver *d, sd_bus_message *m, int fd, const char *qid,
+                       const char *transport, const char *nexthop, char **ret_error_text) {
+        DeliveryJob *j;
+        bool lmtp;
+        const char *hop;
+        int r;
+
+        if (!queue_id_valid(qid)) {
+                *ret_error_text = strdup("invalid queue ID");
+                return -EINVAL;
+        }
+        if (streq(transport, "lmtp"))
+                lmtp = true;
+        else if (streq(transport, "smtp") || streq(transport, "relay"))
+                lmtp = false;
+        else {
+                *ret_error_text = strdup_printf("unknown transport \"%s\" (smtp, relay or lmtp)",
+                                                transport);
+                return -EINVAL;
+        }
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->d = d;
+        j->body_8bit = -1;
+        j->cs = lmtp ? &d->settings.lmtp : &d->settings.smtp;
+        j->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        j->qid = strdup(qid);
+        if (j->fd < 0 || !j->qid) {
+                r = j->fd < 0 ? -errno : -ENOMEM;
+                delivery_job_free(j);
+                return r;
+        }
+        r = queue_file_read(j->fd, &j->env);
+        if (r < 0) {
+                *ret_error_text = strdup_printf("cannot read the queue file: %s", strerror(-r));
+                delivery_job_free(j);
+                return r == -EBADMSG ? -EINVAL : r;
+        }
+        r = read_recipients(j, m, ret_error_text);
+        if (r < 0) {
+                delivery_job_free(j);
+                return r;
+        }
+        r = scan_content(j);
+        if (r < 0) {
+                *ret_error_text = strdup_printf("cannot read the queue file: %s", strerror(-r));
+                delivery_job_free(j);
+                return r;
+        }
+
+        /* Link in now: from here on the job always answers, through job_finish(). */
+        j->call = sd_bus_message_ref(m);
+        j->next = d->jobs;
+        if (j->next)
+                j->next->prev = j;
+        d->jobs = j;
+        d->n_jobs++;
+        deliver_jobs_changed(d);
+
+        if (d->settings.hopcount_limit > 0 && j->headers.received >= d->settings.hopcount_limit) {
+                _cleanup_free_ char *t = strdup_printf(
+                        "mail forwarding loop: %u Received: headers, hopcount_limit is %u",
+                        j->headers.received, d->settings.hopcount_limit);
+                delivery_job_fail_all(j, true, "5.4.6", strempty(t));
+                job_finish(j);
+                return 0;
+        }
+
+        /* The next hop: as given; for smtp without one the relayhost, else
+         * the recipients' domain (the queue manager groups by it). */
+        hop = nexthop;
+        if (isempty(hop) && !lmtp && !isempty(d->settings.relayhost))
+                hop = d->settings.relayhost;
+        if (isempty(hop) && !lmtp)
+                hop = addr_domain(j->rcpts[0].address);
+        j->nexthop_text = strdup(strempty(hop));
+        if (!j->nexthop_text) {
+                delivery_job_fail_all(j, false, "4.3.0", "out of memory");
+                job_finish(j);
+                return 0;
+        }
+        r = nexthop_parse(j->nexthop_text, lmtp, &j->nexthop);
+        if (r < 0) {
+                _cleanup_free_ char *t = strdup_printf("bad %s next hop \"%s\"", j->cs->name,
+                                                       j->nexthop_text);
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s, deferring", strempty(t));
+                delivery_job_fail_all(j, false, "4.3.5", strempty(t));
+                job_finish(j);
+                return 0;
+        }
+
+        j->tls_level = j->nexthop.kind == NEXTHOP_UNIX ? TLS_LEVEL_NONE : j->cs->tls_level;
+        j->needs_smtputf8 = j->env.smtputf8 &&
+                            (addr_has_8bit(j->env.sender) || j->headers.headers_8bit);
+        for (size_t i = 0; i < j->n_rcpts && j->env.smtputf8; i++)
+                if (addr_has_8bit(j->rcpts[i].address))
+                        j->needs_smtputf8 = true;
+
+        j->cache_key = strdup_printf("%s:%s:%s", j->cs->name, j->nexthop_text,
+                                     tls_level_to_string(j->tls_level));
+        if (!j->cache_key) {
+                delivery_job_fail_all(j, false, "4.3.0", "out of memory");
+                job_finish(j);
+                return 0;
+        }
+        if (smtp_session_reuse(j) > 0)
+                return 0;
+        r = job_resolve(j);
+        if (r < 0) {
+                delivery_job_fail_all(j, false, "4.3.0", strerror(-r));
+                job_finish(j);
+        }
+        return 0;
+}
+
+/* A cached session failed its RSET test: resolve as if there had been
+ * none. */
+void delivery_job_reuse_failed(DeliveryJob *j) {
+        int r;
+        if (j->session)
+                j->session = NULL;
+        r = job_resolve(j);
+        if (r < 0) {
+                delivery_job_fail_all(j, false, "4.3.0", strerror(-r));
+                job_finish(j);
+        }
+}

@@ -1,0 +1,507 @@
+/* deliver-remote.c: main() of postern-deliver-remote, the SMTP and LMTP
+ * client. Loads main.cf (plus services.d/deliver-remote.cf), resolves the
+ * smtp_* and lmtp_* settings, builds the TLS client contexts and the DNS
+ * resolver, takes its AF_UNIX socket from systemd (postern-deliver-remote.socket,
+ * $POSTERN_RUNTIME_DIR/deliver-remote), serves org.postern.Delivery1 on every
+ * connection and exits after max_idle without deliveries. Jobs are in
+ * deliver-remote-job.c, sessions in smtp-client.c, the bus in
+ * deliver-remote-bus.c; see postern-deliver-remote(8). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "bus-names.h"
+#include "deliver-remote.h"
+#include "log.h"
+
+#define SERVICE_NAME "deliver-remote"
+
+static const char *arg_config_dir;
+
+static void client_settings_done(ClientSettings *c) {
+        free(c->helo_name);
+        free(c->tls_servername);
+        strv_free(c->tls_verify_match);
+        strv_free(c->tls_secure_match);
+        free(c->tls_ciphers);
+        free(c->tls_mandatory_ciphers);
+        if (c->ctx_opportunistic)
+                SSL_CTX_free(c->ctx_opportunistic);
+        if (c->ctx_mandatory)
+                SSL_CTX_free(c->ctx_mandatory);
+        *c = (ClientSettings) {0};
+}
+
+static void settings_done(DeliverSettings *s) {
+        free(s->myhostname);
+        free(s->queue_directory);
+        free(s->relayhost);
+        free(s->dns_servers);
+        free(s->local_addrs);
+        client_settings_done(&s->smtp);
+        client_settings_done(&s->lmtp);
+        *s = (DeliverSettings) {0};
+}
+
+static uint64_t usec(Config *c, ConfParam p) {
+        return conf_get_time(c, p) * 1000000ULL;
+}
+
+static int strv_dup(char * const *l, char ***ret) {
+        char **c = NULL;
+        STRV_FOREACH(i, l)
+                if (strv_extend(&c, *i) < 0) {
+                        strv_free(c);
+                        return -ENOMEM;
+                }
+        *ret = c;
+        return 0;
+}
+
+static int local_addr_add(DeliverSettings *s, const InetAddr *a) {
+        InetAddr *n = reallocarray(s->local_addrs, s->n_local_addrs + 1, sizeof(InetAddr));
+        if (!n)
+                return -ENOMEM;
+        s->local_addrs = n;
+        s->local_addrs[s->n_local_addrs++] = *a;
+        return 0;
+}
+
+/* inet_interfaces and proxy_interfaces as addresses, for "loops back to
+ * myself": "all" means every address of this host (its interfaces). */
+static int load_local_addrs(Config *c, DeliverSettings *s, Diag *diags) {
+        ConfParam params[] = {P_INET_INTERFACES, P_PROXY_INTERFACES};
+        int r;
+
+        for (size_t p = 0; p < ELEMENTSOF(params); p++)
+                STRV_FOREACH(i, conf_get_list(c, params[p])) {
+                        InetAddr a;
+                        if (strcaseeq(*i, "all")) {
+                                struct ifaddrs *ifa = NULL;
+                                if (getifaddrs(&ifa) < 0)
+                                        return -errno;
+                                for (struct ifaddrs *f = ifa; f; f = f->ifa_next) {
+                                        if (!f->ifa_addr)
+                                                continue;
+                                        a = (InetAddr) {.family = f->ifa_addr->sa_family};
+                                        if (a.family == AF_INET)
+                                                memcpy(a.bytes, &((struct sockaddr_in *) f->ifa_addr)->sin_addr, 4);
+                                        else if (a.family == AF_INET6)
+                                                memcpy(a.bytes, &((struct sockaddr_in6 *) f->ifa_addr)->sin6_addr, 16);
+                                        else
+                                                continue;
+                                        if ((r = local_addr_add(s, &a)) < 0) {
+                                                freeifaddrs(ifa);
+                                                return r;
+                                        }
+                                }
+                                freeifaddrs(ifa);
+                        } else if (strcaseeq(*i, "loopback-only") || strcaseeq(*i, "localhost")) {
+                                (void) inet_addr_parse("127.0.0.1", &a);
+                                if ((r = local_addr_add(s, &a)) < 0)
+                                        return r;
+                                (void) inet_addr_parse("::1", &a);
+                                if ((r = local_addr_add(s, &a)) < 0)
+                                        return r;
+                        } else if (inet_addr_parse_bracketed(*i, &a) == 0) {
+                                if ((r = local_addr_add(s, &a)) < 0)
+                                        return r;
+                        } else
+                                diag_warning(diags, NULL, 0, "%s: ignoring \"%s\": not an address",
+                                             conf_params[params[p]].name, *i);
+                }
+        return 0;
+}
+
+static int load_tls(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
+        ConfParam p_level = lmtp ? P_LMTP_TLS_SECURITY_LEVEL : P_SMTP_TLS_SECURITY_LEVEL;
+        ConfParam p_protocols = lmtp ? P_LMTP_TLS_PROTOCOLS : P_SMTP_TLS_PROTOCOLS;
+        ConfParam p_mprotocols = lmtp ? P_LMTP_TLS_MANDATORY_PROTOCOLS : P_SMTP_TLS_MANDATORY_PROTOCOLS;
+        ConfParam p_ciphers = lmtp ? P_LMTP_TLS_CIPHERS : P_SMTP_TLS_CIPHERS;
+        ConfParam p_mciphers = lmtp ? P_LMTP_TLS_MANDATORY_CIPHERS : P_SMTP_TLS_MANDATORY_CIPHERS;
+        const char *level = conf_get_str(c, p_level), *bad = NULL;
+        unsigned protocols, mprotocols;
+        TlsCipherGrade grade;
+        _cleanup_free_ char *err = NULL;
+        int r;
+
+        if (isempty(level)) {
+                /* Postfix's obsolete switches, used only without a level. */
+                if (!lmtp && conf_get_bool(c, P_SMTP_ENFORCE_TLS))
+                        level = "verify";
+                else if (!lmtp && conf_get_bool(c, P_SMTP_USE_TLS))
+                        level = "may";
+                else
+                        level = "none";
+        }
+        r = tls_level_parse(level, &cs->tls_level);
+        if (r == -EOPNOTSUPP) {
+                diag_error(diags, NULL, 0, "%s = %s: DANE needs a validating DNS resolver, which "
+                           "postern does not use; use verify or secure",
+                           conf_params[p_level].name, level);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                diag_error(diags, NULL, 0, "%s: unknown level \"%s\"", conf_params[p_level].name, level);
+                return -EINVAL;
+        }
+        cs->tls_loglevel = (int) conf_get_int(c, lmtp ? P_LMTP_TLS_LOGLEVEL : P_SMTP_TLS_LOGLEVEL);
+        cs->tls_note_starttls_offer = conf_get_bool(c, lmtp ? P_LMTP_TLS_NOTE_STARTTLS_OFFER
+                                                            : P_SMTP_TLS_NOTE_STARTTLS_OFFER);
+        cs->tls_servername = strdup(conf_get_str(c, lmtp ? P_LMTP_TLS_SERVERNAME : P_SMTP_TLS_SERVERNAME));
+        if (!cs->tls_servername)
+                return -ENOMEM;
+        if ((r = strv_dup(conf_get_list(c, lmtp ? P_LMTP_TLS_VERIFY_CERT_MATCH
+                                                : P_SMTP_TLS_VERIFY_CERT_MATCH),
+                          &cs->tls_verify_match)) < 0 ||
+            (r = strv_dup(conf_get_list(c, lmtp ? P_LMTP_TLS_SECURE_CERT_MATCH
+                                                : P_SMTP_TLS_SECURE_CERT_MATCH),
+                          &cs->tls_secure_match)) < 0)
+                return r;
+        if (cs->tls_level == TLS_LEVEL_NONE)
+                return 0;
+
+        if (tls_protocols_parse(conf_get_list(c, p_protocols), &protocols, &bad) < 0) {
+                diag_error(diags, NULL, 0, "%s: bad protocol \"%s\"", conf_params[p_protocols].name,
+                           strempty(bad));
+                return -EINVAL;
+        }
+        if (tls_protocols_parse(conf_get_list(c, p_mprotocols), &mprotocols, &bad) < 0) {
+                diag_error(diags, NULL, 0, "%s: bad protocol \"%s\"", conf_params[p_mprotocols].name,
+                           strempty(bad));
+                return -EINVAL;
+        }
+        if (tls_cipher_grade_parse(conf_get_str(c, p_ciphers), &grade) < 0)
+                grade = TLS_CIPHER_MEDIUM;
+        cs->tls_ciphers = strdup(tls_cipher_grade_default_list(grade));
+        if (tls_cipher_grade_parse(conf_get_str(c, p_mciphers), &grade) < 0)
+                grade = TLS_CIPHER_MEDIUM;
+        cs->tls_mandatory_ciphers = strdup(tls_cipher_grade_default_list(grade));
+        if (!cs->tls_ciphers || !cs->tls_mandatory_ciphers)
+                return -ENOMEM;
+
+        cs->tls_opportunistic = (TlsClientConfig) {
+                .ca_file = conf_get_str(c, lmtp ? P_LMTP_TLS_CAFILE : P_SMTP_TLS_CAFILE),
+                .ca_path = conf_get_str(c, lmtp ? P_LMTP_TLS_CAPATH : P_SMTP_TLS_CAPATH),
+                .cert_file = conf_get_str(c, lmtp ? P_LMTP_TLS_CERT_FILE : P_SMTP_TLS_CERT_FILE),
+                .key_file = conf_get_str(c, lmtp ? P_LMTP_TLS_KEY_FILE : P_SMTP_TLS_KEY_FILE),
+                .protocols = protocols,
+                .ciphers = cs->tls_ciphers,
+                .exclude_ciphers = conf_get_str(c, lmtp ? P_LMTP_TLS_EXCLUDE_CIPHERS
+                                                        : P_SMTP_TLS_EXCLUDE_CIPHERS),
+        };
+        cs->tls_mandatory = cs->tls_opportunistic;
+        cs->tls_mandatory.protocols = mprotocols;
+        cs->tls_mandatory.ciphers = cs->tls_mandatory_ciphers;
+        cs->tls_mandatory.exclude_ciphers = conf_get_str(c, lmtp ? P_LMTP_TLS_MANDATORY_EXCLUDE_CIPHERS
+                                                                 : P_SMTP_TLS_MANDATORY_EXCLUDE_CIPHERS);
+
+        /* A broken TLS setup does not stop the service: "may" goes on in
+         * plaintext, mandatory levels defer with a clear reason. */
+        if (tls_client_context_new(&cs->tls_opportunistic, &cs->ctx_opportunistic, &err) < 0) {
+                diag_warning(diags, NULL, 0, "%s client TLS: %s; opportunistic TLS disabled",
+                             cs->name, strempty(err));
+                free(err);
+                err = NULL;
+        }
+        if (tls_client_context_new(&cs->tls_mandatory, &cs->ctx_mandatory, &err) < 0)
+                diag_warning(diags, NULL, 0, "%s client TLS: %s; mail that needs TLS is deferred",
+                             cs->name, strempty(err));
+        return 0;
+}
+
+static int load_client(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
+        cs->lmtp = lmtp;
+        cs->name = lmtp ? "lmtp" : "smtp";
+        cs->helo_name = strdup(conf_get_str(c, lmtp ? P_LMTP_LHLO_NAME : P_SMTP_HELO_NAME));
+        if (!cs->helo_name)
+                return -ENOMEM;
+#define T(smtp, lmtp_) usec(c, lmtp ? lmtp_ : smtp)
+        cs->connect_timeout_usec = T(P_SMTP_CONNECT_TIMEOUT, P_LMTP_CONNECT_TIMEOUT);
+        cs->helo_timeout_usec = T(P_SMTP_HELO_TIMEOUT, P_LMTP_LHLO_TIMEOUT);
+        cs->mail_timeout_usec = T(P_SMTP_MAIL_TIMEOUT, P_LMTP_MAIL_TIMEOUT);
+        cs->rcpt_timeout_usec = T(P_SMTP_RCPT_TIMEOUT, P_LMTP_RCPT_TIMEOUT);
+        cs->data_init_timeout_usec = T(P_SMTP_DATA_INIT_TIMEOUT, P_LMTP_DATA_INIT_TIMEOUT);
+        cs->data_xfer_timeout_usec = T(P_SMTP_DATA_XFER_TIMEOUT, P_LMTP_DATA_XFER_TIMEOUT);
+        cs->data_done_timeout_usec = T(P_SMTP_DATA_DONE_TIMEOUT, P_LMTP_DATA_DONE_TIMEOUT);
+        cs->quit_timeout_usec = T(P_SMTP_QUIT_TIMEOUT, P_LMTP_QUIT_TIMEOUT);
+        cs->starttls_timeout_usec = T(P_SMTP_STARTTLS_TIMEOUT, P_LMTP_STARTTLS_TIMEOUT);
+        cs->cache_time_usec = T(P_SMTP_CONNECTION_CACHE_TIME_LIMIT, P_LMTP_CONNECTION_CACHE_TIME_LIMIT);
+#undef T
+        return load_tls(c, cs, lmtp, diags);
+}
+
+static int settings_load(Config *c, Diag *diags, DeliverSettings *s) {
+        _cleanup_free_ char *servers = NULL;
+        const char *b;
+        int r;
+
+        s->myhostname = strdup(conf_get_str(c, P_MYHOSTNAME));
+        s->queue_directory = strdup(conf_get_str(c, P_QUEUE_DIRECTORY));
+        s->relayhost = strdup(conf_get_str(c, P_RELAYHOST));
+        servers = strv_join(conf_get_list(c, P_DNS_RESOLVER_SERVERS), ",");
+        if (!s->myhostname || !s->queue_directory || !s->relayhost || !servers)
+                return -ENOMEM;
+        s->dns_servers = steal_ptr(servers);
+        STRV_FOREACH(p, conf_get_list(c, P_INET_PROTOCOLS)) {
+                if (strcaseeq(*p, "all"))
+                        s->ipv4 = s->ipv6 = true;
+                else if (strcaseeq(*p, "ipv4"))
+                        s->ipv4 = true;
+                else if (strcaseeq(*p, "ipv6"))
+                        s->ipv6 = true;
+                else
+                        diag_warning(diags, NULL, 0, "inet_protocols: ignoring \"%s\"", *p);
+        }
+        if (!s->ipv4 && !s->ipv6)
+                s->ipv4 = s->ipv6 = true;
+        s->hopcount_limit = (unsigned) MAX(conf_get_int(c, P_HOPCOUNT_LIMIT), 0);
+        s->line_length_limit = (size_t) MAX(conf_get_int(c, P_SMTP_LINE_LENGTH_LIMIT), 0);
+        s->mx_address_limit = (unsigned) MAX(conf_get_int(c, P_SMTP_MX_ADDRESS_LIMIT), 0);
+        s->mx_session_limit = (unsigned) MAX(conf_get_int(c, P_SMTP_MX_SESSION_LIMIT), 0);
+        s->smtputf8_enable = conf_get_bool(c, P_SMTPUTF8_ENABLE);
+        s->max_idle_usec = MAX(conf_get_time(c, P_MAX_IDLE), 1) * 1000000ULL;
+        b = conf_get_str(c, P_SMTP_BIND_ADDRESS);
+        if (!isempty(b) && (inet_addr_parse(b, &s->bind_address) < 0 ||
+                            s->bind_address.family != AF_INET)) {
+                diag_error(diags, NULL, 0, "smtp_bind_address: \"%s\" is not an IPv4 address", b);
+                return -EINVAL;
+        }
+        b = conf_get_str(c, P_SMTP_BIND_ADDRESS6);
+        if (!isempty(b) && (inet_addr_parse(b, &s->bind_address6) < 0 ||
+                            s->bind_address6.family != AF_INET6)) {
+                diag_error(diags, NULL, 0, "smtp_bind_address6: \"%s\" is not an IPv6 address", b);
+                return -EINVAL;
+        }
+        r = load_local_addrs(c, s, diags);
+        if (r < 0)
+                return r;
+        r = load_client(c, &s->smtp, false, diags);
+        if (r < 0)
+                return r;
+        return load_client(c, &s->lmtp, true, diags);
+}
+
+void deliver_jobs_changed(Deliver *d) {
+        if (d->exiting)
+                return;
+        (void) sd_notifyf(false, "STATUS=%u deliver%s in progress", d->n_jobs,
+                          d->n_jobs == 1 ? "y" : "ies");
+        if (d->n_jobs == 0) {
+                (void) sd_event_source_set_time_relative(d->idle_timer, d->settings.max_idle_usec);
+                (void) sd_event_source_set_enabled(d->idle_timer, SD_EVENT_ONESHOT);
+        } else
+                (void) sd_event_source_set_enabled(d->idle_timer, SD_EVENT_OFF);
+}
+
+static int on_accept(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        Deliver *d = userdata;
+
+        for (int i = 0; i < 16; i++) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                int r;
+                if (cfd < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                log_warning_errno(errno, "accept() failed: %m");
+                        break;
+                }
+                r = deliver_bus_add_connection(d, cfd);
+                if (r < 0 && r != -EPERM)
+                        log_warning_errno(r, "Cannot set up a bus connection: %m");
+        }
+        return 0;
+}
+
+static int on_idle(sd_event_source *es, uint64_t usec, void *userdata) {
+        Deliver *d = userdata;
+        if (d->n_jobs > 0)
+                return 0;
+        log_debug("Idle for the max_idle time, exiting");
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Idle, exiting");
+        return sd_event_exit(d->event, 0);
+}
+
+static int on_signal(sd_event_source *es, const struct signalfd_siginfo *si, void *userdata) {
+        Deliver *d = userdata;
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
+        return sd_event_exit(d->event, 0);
+}
+
+static int setup_listeners(Deliver *d) {
+        int n, r;
+
+        n = sd_listen_fds(true);
+        if (n < 0)
+                return log_error_errno(n, "Cannot get sockets from systemd: %m");
+        if (n == 0) {
+                log_error("No listening socket: postern-deliver-remote runs under socket activation "
+                          "(postern-deliver-remote.socket, %s/%s)", postern_runtime_dir(),
+                          DELIVERY_BUS_SOCKET_REMOTE);
+                return -EBADF;
+        }
+        d->listeners = calloc((size_t) n, sizeof(sd_event_source *));
+        if (!d->listeners)
+                return log_oom();
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                if (sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 1) <= 0) {
+                        log_error("Socket %d from systemd is not a listening AF_UNIX stream socket", fd);
+                        return -EBADF;
+                }
+                if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+                    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                        return log_error_errno(errno, "Cannot set up socket %d: %m", fd);
+                r = sd_event_add_io(d->event, &d->listeners[i], fd, EPOLLIN, on_accept, d);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot watch socket %d: %m", fd);
+                d->n_listeners++;
+        }
+        return 0;
+}
+
+static void help(void) {
+        printf("Usage: postern-deliver-remote [-c DIR]\n\n"
+               "The postern SMTP and LMTP client (org.postern.Delivery1). Runs under systemd\n"
+               "socket activation (postern-deliver-remote.socket); see postern-deliver-remote(8).\n\n"
+               "  -c, --config-dir=DIR   configuration directory (default %s)\n"
+               "  -h, --help             show this help\n"
+               "      --version          show the version\n",
+               conf_default_dir());
+}
+
+static int parse_argv(int argc, char **argv) {
+        enum { ARG_VERSION = 0x100 };
+        static const struct option options[] = {
+                {"config-dir", required_argument, NULL, 'c'},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, ARG_VERSION},
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        arg_config_dir = optarg;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("postern-deliver-remote %s\n", POSTERN_VERSION);
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "postern-deliver-remote: unexpected argument \"%s\"\n", argv[optind]);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static void log_diags(Diag *diags) {
+        for (size_t i = 0; i < diags->n; i++) {
+                _cleanup_free_ char *t = diag_entry_format(&diags->entries[i]);
+                if (diags->entries[i].level == DIAG_ERROR)
+                        log_error("%s", strempty(t));
+                else
+                        log_warning("%s", strempty(t));
+        }
+        diag_done(diags);
+}
+
+static void deliver_done(Deliver *d) {
+        d->exiting = true;
+        /* Jobs in flight answer nothing: the queue manager sees the
+         * connection close and retries them. */
+        while (d->jobs) {
+                d->jobs->call = sd_bus_message_unref(d->jobs->call);
+                delivery_job_free(d->jobs);
+        }
+        smtp_session_cache_flush(d);
+        while (d->conns)
+                bus_conn_free(d->conns);
+        for (size_t i = 0; i < d->n_listeners; i++)
+                sd_event_source_disable_unref(d->listeners[i]);
+        free(d->listeners);
+        sd_event_source_disable_unref(d->idle_timer);
+        d->dns = dns_resolver_free(d->dns);
+        settings_done(&d->settings);
+        conf_unref(d->config);
+        sd_event_unref(d->event);
+}
+
+static int run(int argc, char **argv) {
+        Deliver d = {0};
+        Diag diags = {0};
+        sigset_t mask;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+        log_setup("postern-deliver-remote", SERVICE_NAME, LOG_TARGET_AUTO);
+        srandom((unsigned) time(NULL) ^ (unsigned) getpid());
+
+        r = conf_load(arg_config_dir, SERVICE_NAME, &diags, &d.config);
+        log_diags(&diags);
+        if (r < 0) {
+                log_error_errno(r, "Cannot load the configuration: %m");
+                goto out;
+        }
+        r = settings_load(d.config, &diags, &d.settings);
+        log_diags(&diags);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the delivery agent: %m");
+                goto out;
+        }
+
+        r = sd_event_default(&d.event);
+        if (r < 0)
+                goto out;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) signal(SIGPIPE, SIG_IGN);
+        if ((r = sd_event_add_signal(d.event, NULL, SIGTERM, on_signal, &d)) < 0 ||
+            (r = sd_event_add_signal(d.event, NULL, SIGINT, on_signal, &d)) < 0)
+                goto out;
+        r = dns_resolver_new(d.event, d.settings.dns_servers, 0, 0, &d.dns);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the DNS resolver (dns_resolver_servers = %s): %m",
+                                d.settings.dns_servers);
+                goto out;
+        }
+        r = setup_listeners(&d);
+        if (r < 0)
+                goto out;
+        r = sd_event_add_time_relative(d.event, &d.idle_timer, CLOCK_MONOTONIC,
+                                       d.settings.max_idle_usec, 0, on_idle, &d);
+        if (r < 0)
+                goto out;
+        deliver_jobs_changed(&d);
+
+        (void) sd_notify(false, "READY=1\nSTATUS=Waiting for deliveries");
+        r = sd_event_loop(d.event);
+out:
+        deliver_done(&d);
+        return r;
+}
+
+int main(int argc, char **argv) {
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,92 @@
+/* dns.h: asynchronous DNS lookups with c-ares, driven by an sd-event loop.
+ * A DnsResolver owns one c-ares channel whose sockets and timeouts become
+ * sd-event sources; dns_query() starts a lookup of one name and type and
+ * calls back from the loop with the parsed records. Record types: A, AAAA,
+ * MX (the SMTP client), PTR and TXT (the restriction engine: reverse
+ * lookups and DNSBLs, with dns_reverse_name() building the query names).
+ *
+ * Lookups have the three outcomes of every postern lookup: > 0 records
+ * found, 0 the name or the type does not exist (NXDOMAIN or NODATA, told
+ * apart by DnsAnswer.nxdomain), < 0 the lookup failed (-EAGAIN for a
+ * temporary failure: SERVFAIL, REFUSED, timeout). A failed lookup is never
+ * "not found".
+ *
+ * Left out: DNSSEC validation (the AD bit is not reported, so DANE is not
+ * possible), search lists (names are absolute), caching beyond what the
+ * resolver in front of us does. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#include "cleanup.h"
+#include "inet.h"
+
+typedef enum DnsType {
+        DNS_TYPE_A = 1,
+        DNS_TYPE_PTR = 12,
+        DNS_TYPE_MX = 15,
+        DNS_TYPE_TXT = 16,
+        DNS_TYPE_AAAA = 28,
+} DnsType;
+
+typedef struct DnsRecord {
+        DnsType type;
+        uint32_t ttl;           /* A and AAAA only; 0 where c-ares does not tell */
+        unsigned preference;    /* MX */
+        char *name;             /* MX exchange ("" for the root: a null MX), PTR target */
+        char *text;             /* TXT: the strings of one record, concatenated */
+        InetAddr addr;          /* A, AAAA */
+} DnsRecord;
+
+typedef struct DnsAnswer {
+        const char *name;       /* the name asked for (borrowed) */
+        DnsType type;
+        DnsRecord *records;
+        size_t n_records;
+        bool nxdomain;          /* with 0 records: the name does not exist at all */
+        const char *error;      /* with a failure: the resolver's text ("Timeout while
+                                 * contacting DNS servers"), static */
+} DnsAnswer;
+
+typedef struct DnsResolver DnsResolver;
+typedef struct DnsQuery DnsQuery;
+
+/* Called once per query from the event loop with r as described above; the
+ * answer (and its records) is borrowed for the duration of the call. The
+ * query is freed after the callback returns. */
+typedef void (*DnsCallback)(DnsQuery *q, int r, const DnsAnswer *answer, void *userdata);
+
+/* Creates a resolver on event. servers is a c-ares server list
+ * ("127.0.0.1", "127.0.0.1:5353,[::1]:53") or NULL/"" for the servers of
+ * /etc/resolv.conf. timeout_ms and tries (0: the c-ares defaults) bound
+ * each lookup. Returns 0, -EINVAL for a bad server list, -ENOMEM, -EIO. */
+int dns_resolver_new(sd_event *event, const char *servers, unsigned timeout_ms, unsigned tries,
+                     DnsResolver **ret);
+/* Stops all lookups (their callbacks are not called) and frees. */
+DnsResolver *dns_resolver_free(DnsResolver *r);
+DEFINE_CLEANUP_FUNC(DnsResolver, dns_resolver_free);
+
+/* Number of lookups in progress. */
+unsigned dns_resolver_pending(const DnsResolver *r);
+
+/* Starts a lookup of name (absolute, without search list; a trailing dot is
+ * fine). *ret (may be NULL) receives a handle for dns_query_cancel(), valid
+ * until the callback runs. Returns 0, -EINVAL for an empty or overlong
+ * name, -ENOMEM. */
+int dns_query(DnsResolver *r, const char *name, DnsType type, DnsCallback cb, void *userdata,
+              DnsQuery **ret);
+/* Cancels a lookup in progress: its callback will not be called. Returns
+ * NULL. */
+DnsQuery *dns_query_cancel(DnsQuery *q);
+
+/* The reverse name of an address followed by suffix: for 192.0.2.1 and
+ * "in-addr.arpa" (or a DNSBL zone) "1.2.0.192.in-addr.arpa", for IPv6 the
+ * nibble form. suffix NULL selects in-addr.arpa / ip6.arpa. Caller frees;
+ * NULL on out of memory or an unknown family. */
+char *dns_reverse_name(const InetAddr *a, const char *suffix);
+
+/* "A", "MX", ... (static). */
+const char *dns_type_to_string(DnsType t);

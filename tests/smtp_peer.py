@@ -1,0 +1,149 @@
+"""A small scriptable SMTP server for the delivery tests: a real SMTP peer
+over TCP whose replies, extensions, delays and TLS the test chooses, which
+records every connection, command and message as JSON lines.
+
+    python3 smtp_peer.py CONFIG.json
+
+CONFIG keys: listen ["addr", port], log (path), greeting ("220 ..."),
+extensions (EHLO keywords), ehlo_reply (replaces the EHLO reply, e.g.
+"502 5.5.2 Error: command not recognized"), starttls (null or [cert, key]),
+broken_tls (answer 220 to STARTTLS, then send garbage and close),
+replies ({"MAIL": "...", "RCPT:addr": "...", "DATA": "...", "DOT": "..."}),
+delays ({"greeting": seconds, "DOT": seconds, ...})."""
+import asyncio
+import json
+import ssl
+import sys
+import time
+
+
+class Peer:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.log = open(cfg['log'], 'a', buffering=1)
+        self.conn_seq = 0
+
+    def record(self, **ev):
+        ev['t'] = time.time()
+        self.log.write(json.dumps(ev) + '\n')
+
+    def reply_for(self, key, default):
+        return self.cfg.get('replies', {}).get(key, default)
+
+    async def delay(self, key):
+        d = self.cfg.get('delays', {}).get(key)
+        if d:
+            await asyncio.sleep(d)
+
+    async def handle(self, reader, writer):
+        self.conn_seq += 1
+        conn = self.conn_seq
+        peer = writer.get_extra_info('peername')
+        self.record(ev='connect', conn=conn, peer=peer[0])
+        tls = False
+
+        async def send(line):
+            writer.write(line.encode() + b'\r\n')
+            await writer.drain()
+
+        try:
+            await self.delay('greeting')
+            await send(self.cfg.get('greeting', '220 mx.peer.example ESMTP test peer'))
+            mail = None
+            while True:
+                raw = await reader.readline()
+                if not raw:
+                    break
+                line = raw.decode('utf-8', 'replace').rstrip('\r\n')
+                self.record(ev='cmd', conn=conn, line=line, tls=tls)
+                verb = line.split(' ', 1)[0].split(':', 1)[0].upper()
+                if verb in ('EHLO', 'LHLO'):
+                    await self.delay('EHLO')
+                    if self.cfg.get('ehlo_reply'):
+                        await send(self.cfg['ehlo_reply'])
+                        continue
+                    ext = list(self.cfg.get('extensions', ['PIPELINING', '8BITMIME']))
+                    if self.cfg.get('starttls') and not tls:
+                        ext.append('STARTTLS')
+                    lines = ['mx.peer.example'] + ext
+                    for i, text in enumerate(lines):
+                        await send('250%s%s' % ('-' if i < len(lines) - 1 else ' ', text))
+                elif verb == 'HELO':
+                    await send('250 mx.peer.example')
+                elif verb == 'STARTTLS':
+                    await send('220 2.0.0 Ready to start TLS')
+                    if self.cfg.get('broken_tls'):
+                        writer.write(b'this is not TLS\r\n' * 4)
+                        await writer.drain()
+                        break
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    ctx.load_cert_chain(*self.cfg['starttls'])
+                    await writer.start_tls(ctx)
+                    tls = True
+                    self.record(ev='tls', conn=conn, version=writer.get_extra_info('ssl_object').version())
+                elif verb == 'MAIL':
+                    await self.delay('MAIL')
+                    mail = {'from': line, 'rcpts': [], 'conn': conn, 'tls': tls}
+                    await send(self.reply_for('MAIL', '250 2.1.0 Ok'))
+                elif verb == 'RCPT':
+                    await self.delay('RCPT')
+                    addr = line[line.find('<') + 1:line.find('>')]
+                    r = self.reply_for('RCPT:' + addr, self.reply_for('RCPT', '250 2.1.5 Ok'))
+                    if r.startswith('2') and mail is not None:
+                        mail['rcpts'].append(line)
+                    await send(r)
+                elif verb == 'DATA':
+                    await self.delay('DATA')
+                    r = self.reply_for('DATA', '354 End data with <CR><LF>.<CR><LF>')
+                    if mail is None or not mail['rcpts']:
+                        r = '554 5.5.1 Error: no valid recipients'
+                    await send(r)
+                    if not r.startswith('354'):
+                        continue
+                    data = b''
+                    while True:
+                        chunk = await reader.readline()
+                        if not chunk:
+                            return
+                        if chunk == b'.\r\n':
+                            break
+                        data += chunk
+                    mail['data'] = data.decode('utf-8', 'surrogateescape')
+                    mail['eight_bit'] = any(b >= 0x80 for b in data)
+                    self.record(ev='message', **mail)
+                    await self.delay('DOT')
+                    await send(self.reply_for('DOT', '250 2.0.0 Ok: queued as TESTPEER'))
+                    mail = None
+                elif verb == 'RSET':
+                    mail = None
+                    await send(self.reply_for('RSET', '250 2.0.0 Ok'))
+                elif verb == 'QUIT':
+                    await send('221 2.0.0 Bye')
+                    break
+                elif verb == 'NOOP':
+                    await send('250 2.0.0 Ok')
+                else:
+                    await send('502 5.5.2 Error: command not recognized')
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as e:
+            self.record(ev='error', conn=conn, error=str(e))
+        finally:
+            self.record(ev='close', conn=conn)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+
+async def main():
+    with open(sys.argv[1]) as f:
+        cfg = json.load(f)
+    peer = Peer(cfg)
+    server = await asyncio.start_server(peer.handle, cfg['listen'][0], cfg['listen'][1],
+                                        reuse_address=True)
+    peer.record(ev='listening')
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == '__main__':
+    asyncio.run(main())

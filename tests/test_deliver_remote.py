@@ -1,0 +1,805 @@
+"""Integration tests of postern-deliver-remote: org.postern.Delivery1 called
+the way the queue manager calls it (test-deliver-client), with real peers.
+postern-deliver-remote and dnsmasq run in a private network namespace; the
+receiving servers (a second postern-smtpd, a scriptable SMTP server in
+smtp_peer.py, Dovecot's LMTP) run in a second namespace behind a veth pair,
+or on loopback for LMTP."""
+import json
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from common import BUILD_DIR
+from netns_helpers import (CLIENT_ADDR, Dnsmasq, Network, have_root_netns, make_test_ca,
+                           stop_process, tempdir, wait_for, write_queue_file)
+
+DELIVER = os.path.join(BUILD_DIR, 'src', 'deliver-remote', 'postern-deliver-remote')
+CLIENT = os.path.join(BUILD_DIR, 'src', 'deliver-remote', 'test-deliver-client')
+SMTPD = os.path.join(BUILD_DIR, 'src', 'smtpd', 'postern-smtpd')
+HERE = os.path.dirname(os.path.abspath(__file__))
+OWN_MODULES = ('src/deliver-remote/', 'dns.c', 'tls-client.c')
+
+MX_ADDR = '198.51.100.10'       # postern-smtpd
+CLOSED_ADDR = '198.51.100.11'   # nothing listens
+PEER_ADDR = '198.51.100.12'     # smtp_peer.py
+
+pytestmark = pytest.mark.skipif(
+    not have_root_netns() or not shutil.which('dnsmasq') or not os.path.exists(DELIVER),
+    reason='needs root, ip, dnsmasq and the built postern-deliver-remote')
+
+DNS_RECORDS = [
+    '--mx-host=example.net,mx.example.net,10',
+    '--host-record=mx.example.net,' + MX_ADDR,
+    '--mx-host=peer.example,mx.peer.example,10',
+    '--host-record=mx.peer.example,' + PEER_ADDR,
+    '--mx-host=pref.example,mx1.pref.example,10',
+    '--mx-host=pref.example,mx2.pref.example,20',
+    '--mx-host=pref.example,mx3.pref.example,30',
+    '--host-record=mx1.pref.example,' + CLOSED_ADDR,
+    '--host-record=mx2.pref.example,' + PEER_ADDR,
+    '--host-record=mx3.pref.example,' + MX_ADDR,
+    '--host-record=afallback.example,' + PEER_ADDR,
+    # RFC 7505 null MX: preference 0, exchange "." (root).
+    '--dns-rr=nullmx.example,15,000000',
+    '--host-record=nullmx.example,' + PEER_ADDR,
+    '--mx-host=loop.example,self.loop.example,10',
+    '--host-record=self.loop.example,' + CLIENT_ADDR,
+    '--mx-host=backup.example,self.backup.example,10',
+    '--mx-host=backup.example,mx.peer.example,5',
+    '--host-record=self.backup.example,' + CLIENT_ADDR,
+]
+
+
+@pytest.fixture(scope='module')
+def world():
+    net = Network()
+    tmp = tempdir('postern-remote-world.')
+    try:
+        dns = Dnsmasq(net, tmp, ['example', 'example.net'], DNS_RECORDS)
+        ca = make_test_ca(tmp, ['mx.peer.example', 'wrong.example'])
+        yield {'net': net, 'dns': dns, 'ca': ca, 'tmp': tmp}
+    finally:
+        net.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unix_connectable(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Deliverer:
+    """postern-deliver-remote under systemd-socket-activate in the client
+    namespace, with its own configuration and runtime directory."""
+
+    def __init__(self, world, main_cf=''):
+        self.world = world
+        self.net = world['net']
+        self.tmp = tempdir('postern-remote-test.')
+        self.confdir = os.path.join(self.tmp, 'conf')
+        self.queue = os.path.join(self.tmp, 'queue')
+        self.socket = os.path.join(self.tmp, 'run', 'deliver-remote')
+        self.log_path = os.path.join(self.tmp, 'deliver.log')
+        os.makedirs(self.confdir)
+        os.makedirs(os.path.join(self.tmp, 'run'))
+        os.makedirs(os.path.join(self.queue, 'private'))
+        os.makedirs(os.path.join(self.tmp, 'msgs'))
+        with open(os.path.join(self.confdir, 'main.cf'), 'w') as f:
+            f.write('myhostname = client.example.org\n'
+                    'mydomain = example.org\n'
+                    'queue_directory = %s\n'
+                    'dns_resolver_servers = 127.0.0.1\n'
+                    'inet_protocols = ipv4\n'
+                    'smtp_tls_loglevel = 1\n'
+                    'max_idle = 60s\n' % self.queue)
+            f.write(main_cf)
+        self.log = open(self.log_path, 'w')
+        self.proc = self.net.popen(
+            self.net.client,
+            ['systemd-socket-activate', '-l', self.socket,
+             '-E', 'POSTERN_LOG_TARGET=stderr', '-E', 'ASAN_OPTIONS', '-E', 'UBSAN_OPTIONS',
+             DELIVER, '-c', self.confdir],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: unix_connectable(self.socket), what='deliver-remote socket')
+
+    def message(self, rcpts, content=None, sender='sender@example.org', **kw):
+        if content is None:
+            content = ('Received: from client.example.org by client.example.org\n'
+                       'From: sender@example.org\nTo: %s\nSubject: test\n'
+                       'Message-ID: <%f@example.org>\n\nHello.\n' % (rcpts[0] if isinstance(rcpts[0], str) else rcpts[0][0], time.time()))
+        return write_queue_file(os.path.join(self.tmp, 'msgs'), content, sender, rcpts, **kw)
+
+    def deliver(self, qfile, transport='smtp', nexthop='', extra=()):
+        r = subprocess.run([CLIENT, self.socket, qfile, transport, nexthop] + list(extra),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr + self.log_text()
+        results = {}
+        relay = None
+        for line in r.stdout.splitlines():
+            if line.startswith('relay='):
+                relay = line[6:]
+                continue
+            idx, status, dsn, diag = line.split(' ', 3)
+            results[int(idx)] = (status, dsn, diag)
+        return results, relay
+
+    def log_text(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def cleanup(self):
+        stop_process(self.proc)
+        self.log.close()
+        log = self.log_text()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer'):
+            assert marker not in log, log
+        for line in log.splitlines():
+            if 'runtime error:' in line:
+                assert not any(m in line for m in OWN_MODULES), log
+
+
+class SmtpPeer:
+    """smtp_peer.py in the peer namespace."""
+
+    def __init__(self, world, addr=PEER_ADDR, port=25, **cfg):
+        self.net = world['net']
+        self.tmp = tempdir('postern-peer.')
+        self.log_path = os.path.join(self.tmp, 'peer.jsonl')
+        cfg['listen'] = [addr, port]
+        cfg['log'] = self.log_path
+        path = os.path.join(self.tmp, 'peer.json')
+        with open(path, 'w') as f:
+            json.dump(cfg, f)
+        self.stderr = open(os.path.join(self.tmp, 'stderr'), 'w')
+        self.proc = self.net.popen(self.net.peer,
+                                   ['python3', os.path.join(HERE, 'smtp_peer.py'), path],
+                                   stdout=self.stderr, stderr=subprocess.STDOUT)
+        wait_for(lambda: any(e['ev'] == 'listening' for e in self.events()), what='smtp peer')
+
+    def events(self, kind=None):
+        try:
+            with open(self.log_path) as f:
+                evs = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+        return [e for e in evs if kind is None or e['ev'] == kind]
+
+    def cleanup(self):
+        stop_process(self.proc)
+        self.stderr.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def make(world):
+    made = []
+
+    def deliverer(main_cf=''):
+        d = Deliverer(world, main_cf)
+        made.append(d)
+        return d
+
+    def peer(**kw):
+        p = SmtpPeer(world, **kw)
+        made.append(p)
+        return p
+
+    yield deliverer, peer
+    errors = []
+    for m in reversed(made):
+        try:
+            m.cleanup()
+        except AssertionError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------------------
+# MX resolution and basic results
+
+
+@pytest.fixture
+def smtpd_mx(world):
+    """A second postern-smtpd as the MX of example.net."""
+    if not os.path.exists(SMTPD):
+        pytest.skip('postern-smtpd not built')
+    net = world['net']
+    tmp = tempdir('postern-mx.')
+    queue = os.path.join(tmp, 'queue')
+    for d in ('incoming', 'active', 'deferred', 'hold', 'corrupt', 'maildrop'):
+        os.makedirs(os.path.join(queue, d))
+    os.makedirs(os.path.join(tmp, 'conf'))
+    with open(os.path.join(tmp, 'conf', 'main.cf'), 'w') as f:
+        f.write('myhostname = mx.example.net\nmydomain = example.net\n'
+                'mydestination = example.net\nqueue_directory = %s\n'
+                'smtpd_error_sleep_time = 0\nmax_idle = 60s\n' % queue)
+    log = open(os.path.join(tmp, 'smtpd.log'), 'w')
+    proc = net.popen(net.peer, ['systemd-socket-activate', '-l', MX_ADDR + ':25',
+                                '--fdname=smtpd', '-E', 'POSTERN_LOG_TARGET=stderr',
+                                '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(tmp, 'qmgr'),
+                                SMTPD, '--service=smtpd', '-c', os.path.join(tmp, 'conf')],
+                     stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: net.port_open(net.peer, MX_ADDR, 25), what='postern-smtpd')
+        yield queue
+    finally:
+        stop_process(proc)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_relay_through_mx_to_postern_smtpd(make, smtpd_mx):
+    deliverer, _ = make
+    d = deliverer()
+    q = d.message(['alice@example.net', 'bob@example.net'])
+    results, relay = d.deliver(q)
+    assert relay == 'mx.example.net[%s]:25' % MX_ADDR
+    assert results[0][0] == 'sent' and results[1][0] == 'sent', results
+    assert results[0][1] == '2.0.0'
+    assert 'queued as' in results[0][2]
+    files = wait_for(lambda: [n for n in os.listdir(os.path.join(smtpd_mx, 'incoming'))
+                              if not n.startswith('.')], what='queue file at the MX')
+    with open(os.path.join(smtpd_mx, 'incoming', files[0]), 'rb') as f:
+        data = f.read()
+    assert b'rcpt=- - - alice@example.net' in data or b'alice@example.net' in data
+    assert b'Subject: test' in data
+
+
+def test_mx_preference_order(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer()
+    # mx1 (preference 10) refuses connections, mx2 (20) takes the mail, mx3
+    # (30) is never tried.
+    results, relay = d.deliver(d.message(['u@pref.example']))
+    assert results[0][0] == 'sent', results
+    assert relay == 'mx2.pref.example[%s]:25' % PEER_ADDR
+    assert 'connect to mx1.pref.example[%s]:25: Connection refused' % CLOSED_ADDR in d.log_text()
+    assert len(p.events('message')) == 1
+
+
+def test_all_mx_down_defers(make):
+    deliverer, _ = make
+    d = deliverer('smtp_mx_address_limit = 1\n')
+    results, _ = d.deliver(d.message(['u@pref.example']))
+    assert results[0][:2] == ('deferred', '4.4.1'), results
+    assert results[0][2] == 'connect to mx1.pref.example[%s]:25: Connection refused' % CLOSED_ADDR
+
+
+def test_a_record_fallback(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer()
+    results, relay = d.deliver(d.message(['u@afallback.example']))
+    assert results[0][0] == 'sent', results
+    assert relay == 'afallback.example[%s]:25' % PEER_ADDR
+    assert p.events('message')[0]['rcpts'] == ['RCPT TO:<u@afallback.example>']
+
+
+def test_null_mx_bounces(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer()
+    results, _ = d.deliver(d.message(['u@nullmx.example']))
+    assert results[0] == ('bounced', '5.1.10',
+                          'Domain nullmx.example does not accept mail (nullMX)'), results
+    assert p.events('connect') == []
+
+
+def test_nxdomain_bounces(make):
+    deliverer, _ = make
+    d = deliverer()
+    results, _ = d.deliver(d.message(['u@nosuch.example']))
+    assert results[0][:2] == ('bounced', '5.4.4'), results
+    assert 'name=nosuch.example type=MX: Host not found' in results[0][2]
+
+
+def test_mx_loops_back_to_myself(make):
+    deliverer, _ = make
+    d = deliverer()
+    results, _ = d.deliver(d.message(['u@loop.example']))
+    assert results[0] == ('bounced', '5.4.6', 'mail for loop.example loops back to myself'), results
+
+
+def test_mx_below_myself_is_used(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer()
+    # backup.example: preference 5 is mx.peer.example, 10 is this host.
+    results, relay = d.deliver(d.message(['u@backup.example']))
+    assert results[0][0] == 'sent', results
+    assert relay.startswith('mx.peer.example[')
+
+
+def test_bracketed_nexthop_skips_mx(make):
+    deliverer, peer = make
+    p = peer(port=2525)
+    d = deliverer()
+    # loop.example would loop through its MX; the explicit next hop wins.
+    results, relay = d.deliver(d.message(['u@loop.example']), nexthop='[%s]:2525' % PEER_ADDR)
+    assert results[0][0] == 'sent', results
+    assert relay == '%s[%s]:2525' % (PEER_ADDR, PEER_ADDR)
+    assert len(p.events('message')) == 1
+
+
+def test_relayhost(make):
+    deliverer, peer = make
+    p = peer(port=2526)
+    d = deliverer('relayhost = [mx.peer.example]:2526\n')
+    results, relay = d.deliver(d.message(['u@nosuch.example']))
+    assert results[0][0] == 'sent', results
+    assert relay == 'mx.peer.example[%s]:2526' % PEER_ADDR
+
+
+# ---------------------------------------------------------------------------
+# Replies: 2xx, 4xx, 5xx, timeouts
+
+
+def test_per_recipient_replies(make):
+    deliverer, peer = make
+    peer(replies={
+        'RCPT:bad@peer.example': '550 5.1.1 <bad@peer.example>: Recipient address rejected: '
+                                 'User unknown',
+        'RCPT:busy@peer.example': '450 4.2.0 <busy@peer.example>: Mailbox busy',
+    })
+    d = deliverer()
+    results, relay = d.deliver(d.message(['good@peer.example', 'bad@peer.example',
+                                          'busy@peer.example']))
+    assert results[0][:2] == ('sent', '2.0.0'), results
+    assert results[1] == ('bounced', '5.1.1',
+                          'host mx.peer.example[%s] said: 550 5.1.1 <bad@peer.example>: '
+                          'Recipient address rejected: User unknown (in reply to RCPT TO '
+                          'command)' % PEER_ADDR)
+    assert results[2][0:2] == ('deferred', '4.2.0')
+    assert results[2][2].endswith('Mailbox busy (in reply to RCPT TO command)')
+    assert relay == 'mx.peer.example[%s]:25' % PEER_ADDR
+
+
+def test_mail_from_rejected(make):
+    deliverer, peer = make
+    peer(replies={'MAIL': '553 5.7.1 <sender@example.org>: Sender address rejected'})
+    d = deliverer()
+    results, _ = d.deliver(d.message(['a@peer.example', 'b@peer.example']))
+    for i in (0, 1):
+        assert results[i][:2] == ('bounced', '5.7.1'), results
+        assert results[i][2].endswith('(in reply to MAIL FROM command)')
+
+
+def test_data_rejections(make):
+    deliverer, peer = make
+    peer(replies={'DOT': '451 4.3.0 Error: queue file write error'})
+    d = deliverer()
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0] == ('deferred', '4.3.0',
+                          'host mx.peer.example[%s] said: 451 4.3.0 Error: queue file write '
+                          'error (in reply to end of DATA command)' % PEER_ADDR), results
+
+
+def test_data_5xx_bounces(make):
+    deliverer, peer = make
+    peer(replies={'DOT': '554 5.7.1 Message rejected as spam'})
+    d = deliverer()
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('bounced', '5.7.1'), results
+
+
+def test_greeting_timeout_defers(make):
+    deliverer, peer = make
+    peer(delays={'greeting': 5})
+    d = deliverer('smtp_helo_timeout = 1s\n')
+    t = time.monotonic()
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert time.monotonic() - t < 4.5
+    assert results[0] == ('deferred', '4.4.2',
+                          'conversation with mx.peer.example[%s] timed out while receiving the '
+                          'initial server greeting' % PEER_ADDR), results
+
+
+def test_data_done_timeout_defers(make):
+    deliverer, peer = make
+    peer(delays={'DOT': 5})
+    d = deliverer('smtp_data_done_timeout = 1s\n')
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.4.2'), results
+    assert 'timed out while sending end of data' in results[0][2]
+
+
+def test_helo_fallback(make):
+    deliverer, peer = make
+    p = peer(ehlo_reply='502 5.5.2 Error: command not recognized')
+    d = deliverer()
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    cmds = [e['line'] for e in p.events('cmd')]
+    assert cmds[0] == 'EHLO client.example.org' and cmds[1] == 'HELO client.example.org'
+
+
+def test_pipelining_and_dsn_passthrough(make):
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING', 'SIZE 10000000', '8BITMIME', 'DSN'])
+    d = deliverer()
+    q = d.message([('a@peer.example', 'SUCCESS,FAILURE', 'rfc822;orig+2Ba@peer.example'),
+                   ('b@peer.example', 'NEVER', None)], ret='HDRS', envid='ENV+2B1')
+    results, _ = d.deliver(q)
+    assert results[0][0] == 'sent' and results[1][0] == 'sent', results
+    cmds = [e['line'] for e in p.events('cmd')]
+    mail = [c for c in cmds if c.startswith('MAIL')][0]
+    assert mail.startswith('MAIL FROM:<sender@example.org> SIZE=')
+    assert 'RET=HDRS' in mail and 'ENVID=ENV+2B1' in mail
+    assert 'RCPT TO:<a@peer.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig+2Ba@peer.example' in cmds
+    assert 'RCPT TO:<b@peer.example> NOTIFY=NEVER' in cmds
+
+
+def test_no_dsn_parameters_without_dsn(make):
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING'])
+    d = deliverer()
+    results, _ = d.deliver(d.message([('a@peer.example', 'SUCCESS', 'rfc822;a@peer.example')],
+                                     ret='FULL'))
+    assert results[0][0] == 'sent'
+    cmds = [e['line'] for e in p.events('cmd')]
+    assert 'MAIL FROM:<sender@example.org>' in cmds and 'RCPT TO:<a@peer.example>' in cmds
+
+
+def test_hopcount_limit_bounces(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer('hopcount_limit = 5\n')
+    content = 'Received: from a by b\n' * 5 + 'Subject: loop\n\nbody\n'
+    results, _ = d.deliver(d.message(['a@peer.example'], content=content))
+    assert results[0][:2] == ('bounced', '5.4.6'), results
+    assert 'mail forwarding loop' in results[0][2]
+    assert p.events('connect') == []
+    content = 'Received: from a by b\n' * 4 + 'Subject: fine\n\nbody\n'
+    results, _ = d.deliver(d.message(['a@peer.example'], content=content))
+    assert results[0][0] == 'sent', results
+
+
+def test_connection_reuse(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer('smtp_connection_cache_time_limit = 5s\n')
+    r1, _ = d.deliver(d.message(['a@peer.example']))
+    r2, _ = d.deliver(d.message(['b@peer.example']))
+    assert r1[0][0] == 'sent' and r2[0][0] == 'sent', (r1, r2)
+    assert len(p.events('connect')) == 1
+    assert len(p.events('message')) == 2
+    assert 'RSET' in [e['line'] for e in p.events('cmd')]
+    # After the cache time the connection is closed with QUIT.
+    wait_for(lambda: p.events('close'), timeout=10, what='cached connection closed')
+    assert [e['line'] for e in p.events('cmd')][-1] == 'QUIT'
+
+
+def test_no_reuse_when_disabled(make):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer('smtp_connection_cache_time_limit = 0s\n')
+    d.deliver(d.message(['a@peer.example']))
+    d.deliver(d.message(['b@peer.example']))
+    assert len(p.events('connect')) == 2
+
+
+# ---------------------------------------------------------------------------
+# 8BITMIME and SMTPUTF8
+
+EIGHTBIT = ('From: sender@example.org\nSubject: caf\u00e9\nContent-Type: text/plain; '
+            'charset=utf-8\nContent-Transfer-Encoding: 8bit\n\ncaf\u00e9 cr\u00e8me\n')
+
+
+def test_8bit_downgraded_to_quoted_printable(make):
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING'])
+    d = deliverer()
+    content = EIGHTBIT.replace('Subject: caf\u00e9', 'Subject: cafe')
+    results, _ = d.deliver(d.message(['a@peer.example'], content=content, body_8bit=True))
+    assert results[0][0] == 'sent', results
+    msg = p.events('message')[0]
+    assert not msg['eight_bit']
+    assert 'Content-Transfer-Encoding: quoted-printable' in msg['data']
+    assert 'caf=C3=A9 cr=C3=A8me' in msg['data']
+    assert 'BODY=8BITMIME' not in msg['from']
+
+
+def test_8bit_sent_as_is_with_8bitmime(make):
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING', '8BITMIME'])
+    d = deliverer()
+    results, _ = d.deliver(d.message(['a@peer.example'], content=EIGHTBIT, body_8bit=True))
+    assert results[0][0] == 'sent', results
+    msg = p.events('message')[0]
+    assert msg['eight_bit'] and 'BODY=8BITMIME' in msg['from']
+
+
+def test_8bit_multipart_without_8bitmime_bounces(make):
+    deliverer, peer = make
+    peer(extensions=['PIPELINING'])
+    d = deliverer()
+    content = ('MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n'
+               'Content-Type: text/plain\n\ncaf\u00e9\n--b--\n')
+    results, _ = d.deliver(d.message(['a@peer.example'], content=content, body_8bit=True))
+    assert results[0][:2] == ('bounced', '5.6.3'), results
+
+
+def test_smtputf8_required_but_missing(make):
+    deliverer, peer = make
+    peer(extensions=['PIPELINING', '8BITMIME'])
+    d = deliverer()
+    results, _ = d.deliver(d.message(['j\u00f6rg@peer.example'], smtputf8=True,
+                                     content='Subject: x\n\nhi\n'))
+    assert results[0] == ('bounced', '5.6.7', 'SMTPUTF8 is required, but was not offered by host '
+                          'mx.peer.example[%s]' % PEER_ADDR), results
+
+
+def test_smtputf8_passed_on(make):
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING', '8BITMIME', 'SMTPUTF8'])
+    d = deliverer()
+    results, _ = d.deliver(d.message(['j\u00f6rg@peer.example'], smtputf8=True,
+                                     content='Subject: x\n\nhi\n'))
+    assert results[0][0] == 'sent', results
+    assert 'SMTPUTF8' in p.events('message')[0]['from']
+
+
+# ---------------------------------------------------------------------------
+# TLS
+
+
+def tls_cf(world, level, ca='ca'):
+    return ('smtp_tls_security_level = %s\nsmtp_tls_CAfile = %s\n' % (level, world['ca'][ca]))
+
+
+def test_tls_may_uses_starttls(make, world):
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(tls_cf(world, 'may'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    assert p.events('tls')
+    assert p.events('message')[0]['tls'] is True
+    assert ('Trusted TLS connection established to mx.peer.example[%s]:25: TLSv1.3 with cipher'
+            % PEER_ADDR) in d.log_text()
+
+
+def test_tls_may_without_starttls_is_plaintext(make, world):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer(tls_cf(world, 'may'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    assert p.events('message')[0]['tls'] is False
+
+
+def test_tls_may_handshake_failure_falls_back(make, world):
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']), broken_tls=True)
+    d = deliverer(tls_cf(world, 'may'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    assert len(p.events('connect')) == 2
+    assert p.events('message')[0]['tls'] is False
+    assert 'retrying without TLS' in d.log_text()
+
+
+def test_tls_encrypt_requires_starttls(make, world):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer(tls_cf(world, 'encrypt'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0] == ('deferred', '4.7.4', 'TLS is required, but was not offered by host '
+                          'mx.peer.example[%s]' % PEER_ADDR), results
+    assert p.events('message') == []
+
+
+def test_tls_encrypt_with_starttls(make, world):
+    deliverer, peer = make
+    # encrypt does not look at the certificate: the wrong name is fine.
+    p = peer(starttls=list(world['ca']['wrong.example']))
+    d = deliverer(tls_cf(world, 'encrypt', ca='other_ca'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    assert p.events('message')[0]['tls'] is True
+    assert 'Untrusted TLS connection established' in d.log_text()
+
+
+def test_tls_verify_success(make, world):
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(tls_cf(world, 'verify'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    assert 'Verified TLS connection established to mx.peer.example' in d.log_text()
+
+
+def test_tls_verify_wrong_ca_defers(make, world):
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(tls_cf(world, 'verify', ca='other_ca'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert results[0][2].startswith('Server certificate not trusted')
+    assert p.events('message') == []
+
+
+def test_tls_verify_wrong_name_defers(make, world):
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['wrong.example']))
+    d = deliverer(tls_cf(world, 'verify'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert results[0][2].startswith('Server certificate not verified')
+
+
+def test_tls_secure_matches_nexthop(make, world):
+    deliverer, peer = make
+    # The certificate names mx.peer.example, a subdomain of the next hop
+    # peer.example: secure's default "nexthop, dot-nexthop" accepts it.
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(tls_cf(world, 'secure'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'sent', results
+    d2 = deliverer(tls_cf(world, 'secure') + 'smtp_tls_secure_cert_match = nexthop\n')
+    results, _ = d2.deliver(d2.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+
+
+# ---------------------------------------------------------------------------
+# LMTP with Dovecot
+
+DOVECOT = shutil.which('dovecot') or '/usr/sbin/dovecot'
+
+
+@pytest.fixture
+def dovecot():
+    if not os.path.exists(DOVECOT):
+        pytest.skip('dovecot not installed')
+    tmp = tempdir('postern-dovecot.')
+    os.chmod(tmp, 0o755)
+    port = 24000 + os.getpid() % 1000
+    mail = os.path.join(tmp, 'mail')
+    os.makedirs(mail)
+    # Dovecot refuses to deliver as root: the mailboxes belong to nobody.
+    nobody = pwd.getpwnam('nobody')
+    os.chown(mail, nobody.pw_uid, nobody.pw_gid)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    with open(os.path.join(tmp, 'users'), 'w') as f:
+        for user in ('alice', 'bob'):
+            f.write('%s:{PLAIN}x:%d:%d::%s/%s\n' % (user, nobody.pw_uid, nobody.pw_gid, mail,
+                                                     user))
+    conf = os.path.join(tmp, 'dovecot.conf')
+    with open(conf, 'w') as f:
+        f.write('''
+base_dir = {tmp}/run
+state_dir = {tmp}/state
+log_path = {tmp}/dovecot.log
+protocols = lmtp
+ssl = no
+listen = 127.0.0.1
+default_login_user = {me}
+default_internal_user = {me}
+default_internal_group = {grp}
+mail_location = maildir:{mail}/%n
+first_valid_uid = 0
+lmtp_save_to_detail_mailbox = no
+auth_username_format = %n
+passdb {{
+  driver = passwd-file
+  args = username_format=%n {tmp}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%n {tmp}/users
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+'''.format(tmp=tmp, me=me, mail=mail, port=port,
+           grp=grp.getgrgid(os.getgid()).gr_name))
+    os.makedirs(os.path.join(tmp, 'run'))
+    os.makedirs(os.path.join(tmp, 'state'))
+    proc = subprocess.Popen([DOVECOT, '-F', '-c', conf], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    sock = os.path.join(tmp, 'run', 'lmtp')
+    try:
+        wait_for(lambda: os.path.exists(sock) or proc.poll() is not None, what='dovecot')
+        if proc.poll() is not None:
+            with open(os.path.join(tmp, 'dovecot.log')) as f:
+                raise RuntimeError('dovecot exited: ' + f.read())
+        yield {'socket': sock, 'port': port, 'mail': mail, 'tmp': tmp}
+    finally:
+        stop_process(proc)
+        if not os.environ.get('KEEP_DOVECOT'):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def maildir_files(mail, user):
+    d = os.path.join(mail, user, 'new')
+    return os.listdir(d) if os.path.isdir(d) else []
+
+
+def test_lmtp_unix_to_dovecot(make, dovecot):
+    deliverer, _ = make
+    d = deliverer()
+    # A path relative to queue_directory, as in "lmtp:unix:private/dovecot-lmtp".
+    os.symlink(dovecot['socket'], os.path.join(d.queue, 'private', 'dovecot-lmtp'))
+    results, relay = d.deliver(d.message(['alice@example.org', 'nobody@example.org',
+                                          'bob@example.org']),
+                               transport='lmtp', nexthop='unix:private/dovecot-lmtp')
+    assert results[0][0] == 'sent', results
+    assert results[2][0] == 'sent', results
+    assert results[1][0] == 'bounced' and results[1][1].startswith('5.1.'), results
+    assert relay == 'client.example.org[%s]' % os.path.join(d.queue, 'private', 'dovecot-lmtp')
+    assert len(wait_for(lambda: maildir_files(dovecot['mail'], 'alice'), what='maildir')) == 1
+    assert len(maildir_files(dovecot['mail'], 'bob')) == 1
+
+
+def test_lmtp_inet_to_dovecot(make, dovecot):
+    deliverer, _ = make
+    d = deliverer()
+    # Dovecot listens on the host's loopback: reach it by absolute socket
+    # path here and by TCP from the host namespace below.
+    results, relay = d.deliver(d.message(['alice@example.org']), transport='lmtp',
+                               nexthop='unix:' + dovecot['socket'])
+    assert results[0][0] == 'sent', results
+
+
+def test_lmtp_inet_tcp_to_dovecot(dovecot, world, tmp_path):
+    """LMTP over TCP: postern-deliver-remote in the host namespace, where
+    Dovecot's inet listener is."""
+    tmp = str(tmp_path)
+    conf = os.path.join(tmp, 'conf')
+    os.makedirs(conf)
+    with open(os.path.join(conf, 'main.cf'), 'w') as f:
+        f.write('myhostname = client.example.org\nqueue_directory = %s\n'
+                'dns_resolver_servers = 127.0.0.1:9\nmax_idle = 60s\n' % tmp)
+    sock = os.path.join(tmp, 'deliver-remote')
+    log = open(os.path.join(tmp, 'log'), 'w')
+    proc = subprocess.Popen(['systemd-socket-activate', '-l', sock, '-E',
+                             'POSTERN_LOG_TARGET=stderr', DELIVER, '-c', conf],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: unix_connectable(sock), what='socket')
+        q = write_queue_file(tmp, 'Subject: lmtp inet\n\nhello\n', 's@example.org',
+                             ['bob@example.org'])
+        r = subprocess.run([CLIENT, sock, q, 'lmtp', 'inet:127.0.0.1:%d' % dovecot['port']],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0].split(' ')[1] == 'sent', r.stdout
+        assert 'relay=127.0.0.1[127.0.0.1]:%d' % dovecot['port'] in r.stdout
+        assert len(wait_for(lambda: maildir_files(dovecot['mail'], 'bob'), what='maildir')) == 1
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def test_bad_calls_are_refused(make):
+    deliverer, _ = make
+    d = deliverer()
+    q = d.message(['a@peer.example'])
+    r = subprocess.run([CLIENT, d.socket, q, 'pigeon', ''], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and 'unknown transport' in r.stderr
+    r = subprocess.run([CLIENT, d.socket, q, 'smtp', '', '7:x@peer.example'],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and 'out of range' in r.stderr
+    results, _ = d.deliver(q, nexthop='[bad host')
+    assert results[0][:2] == ('deferred', '4.3.5'), results
