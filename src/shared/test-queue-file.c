@@ -229,5 +229,34 @@ static void teardown(void) {
         CHECK_INT(system(cmd), 0);
 }
 
-TEST_MAIN(setup, test_queue_id, test_write_golden, test_abort_unlinks, test_big_content,
+/* orig=, fullname= and uid= survive a round trip; orig= without a recipient
+ * before it is malformed. */
+static void test_extensions(void) {
+        QueueEnvelope e = {0}, back = {0};
+        StrBuf b = {0};
+
+        memcpy(e.queue_id, "1xW3yE3ZfVKf3Ms9", QUEUE_ID_SIZE);
+        e.sender = strdup("a@example.org");
+        e.fullname = strdup("A User");
+        e.submit_uid = strdup("1000");
+        CHECK_INT(queue_envelope_add_rcpt(&e, "list@example.org", 0, NULL), 0);
+        CHECK_INT(queue_envelope_add_rcpt(&e, "b@example.com", 0, NULL), 0);
+        CHECK_INT(queue_envelope_set_orig(&e, 1, "list@example.org"), 0);
+        CHECK_INT(queue_envelope_format(&e, &b), 0);
+        CHECK_INT(queue_envelope_parse(b.data, b.len, 100, &back), 0);
+        CHECK_STR(back.rcpts[0].orig, NULL);
+        CHECK_STR(back.rcpts[1].orig, "list@example.org");
+        CHECK_STR(back.fullname, "A User");
+        CHECK_STR(back.submit_uid, "1000");
+        queue_envelope_done(&back);
+        {
+                static const char bad[] = "id=1xW3yE3ZfVKf3Ms9\ntime=1.000000\nsender=\norig=x@y\n"
+                                          "rcpt=- - - a@b\nend=\n";
+                CHECK_INT(queue_envelope_parse(bad, sizeof(bad) - 1, 0, &back), -EBADMSG);
+        }
+        strbuf_done(&b);
+        queue_envelope_done(&e);
+}
+
+TEST_MAIN(setup, test_queue_id, test_extensions, test_write_golden, test_abort_unlinks, test_big_content,
           test_damaged, test_notify, test_bad_values, teardown)

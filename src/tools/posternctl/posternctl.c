@@ -24,6 +24,8 @@ static int verb_conf(int argc, char **argv) {
 static const Verb verbs[] = {
         {"check", verb_check, "validate the configuration, lookup tables and TLS files"},
         {"conf", verb_conf, "show or edit parameters (the options of postconf)"},
+        {"migrate", verb_migrate, "import a Postfix configuration directory"},
+        {"queue", verb_queue, "list, show, hold, release, delete, requeue or flush queued mail"},
 };
 
 static void help(void) {

@@ -9,6 +9,11 @@
 
 /* posternctl check: validates the whole configuration. */
 int verb_check(int argc, char **argv);
+/* posternctl queue: the queue tools under their native name (posternctl-queue.c). */
+int verb_queue(int argc, char **argv);
+
+/* posternctl migrate: imports a Postfix configuration directory. */
+int verb_migrate(int argc, char **argv);
 
 /* Prints diagnostics as a JSON array of {"level", "file", "line",
  * "message"} objects, one per line. */

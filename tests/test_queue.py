@@ -1,0 +1,519 @@
+"""Queue manager, pickup, sendmail and the queue tools, driving the built
+programs: postern-qmgr under systemd-socket-activate with a private
+configuration, queue and runtime directory, the test delivery agent as the
+org.postern.Delivery1 service, postern-smtpd and sendmail/postdrop/pickup
+as the sources of mail, and postqueue, postsuper, postcat as a user runs
+them."""
+import json
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from queue_helpers import PICKUP, QueueInstance, TOOLS, wait_for
+
+TOOLS_POSTDROP = TOOLS["postdrop"]
+from smtpd_helpers import Smtpd
+
+
+@pytest.fixture
+def make_queue():
+    made = []
+
+    def make(main_cf='', **kw):
+        q = QueueInstance(main_cf, **kw)
+        made.append(q)
+        return q
+    yield make
+    for q in made:
+        q.cleanup()
+
+
+def sent_lines(q, qid=None):
+    return [l for l in q.log_lines('status=sent') if qid is None or qid in l]
+
+
+# --- the path of a message ---------------------------------------------------
+
+
+def test_smtpd_mail_reaches_delivery_agents(make_queue):
+    smtpd = Smtpd(main_cf='local_recipient_maps =\nminimal_backoff_time = 1s\n'
+                          'maximal_backoff_time = 2s\nqueue_run_delay = 1s\n')
+    try:
+        # One private instance: smtpd's configuration and queue; its
+        # POSTERN_QMGR_SOCKET is <tmp>/qmgr, our runtime directory.
+        q = make_queue(confdir=smtpd.confdir, tmp=smtpd.tmp)
+        q.runtime = smtpd.tmp
+        q.queue = smtpd.queue
+        q.start_agent().start_qmgr()
+        smtpd.start()
+        with smtplib.SMTP('127.0.0.1', smtpd.port) as c:
+            c.sendmail('alice@example.org', ['bob@example.test', 'carol@relay.example.test'],
+                       'Subject: hello\r\n\r\nhi\r\n')
+        q.wait_log('removed')
+        recs = q.deliveries()
+        by_rcpt = {r['rcpt']: r for r in recs}
+        assert by_rcpt['bob@example.test']['transport'] == 'local'
+        assert by_rcpt['bob@example.test']['nexthop'] == 'mx.example.test'
+        assert by_rcpt['carol@relay.example.test']['transport'] == 'relay'
+        assert by_rcpt['carol@relay.example.test']['nexthop'] == 'relay.example.test'
+        qid = recs[0]['id']
+        line = sent_lines(q, qid)[0]
+        assert re.search(r'%s: to=<[^>]+>, relay=test-agent\[127.0.0.1\]:25, delay=[0-9.]+, '
+                         r'delays=[0-9.]+/[0-9.]+/0/[0-9.]+, dsn=2.0.0, status=sent \(250 2.0.0 Ok\)'
+                         % qid, line), line
+        assert q.queue_empty()
+    finally:
+        smtpd.cleanup()
+
+
+def test_resolution_and_transport_maps(make_queue):
+    q = make_queue('transport_maps = inline:{ special.test=smtp:[127.0.0.1]:2525, '
+                   '.parent.test=smtp:[127.0.0.2], '
+                   'user@override.test=lmtp:unix:private/dovecot-lmtp, '
+                   'gone.test=error:5.1.2 no such domain here, '
+                   'void.test=discard:silently dropped, '
+                   'example.org=relay: }\n'
+                   'relayhost = [smarthost.test]:587\n'
+                   'virtual_mailbox_domains = vmail.test\n')
+    q.start_agent()
+    rcpts = ['a@special.test', 'b@sub.special.test', 'c@sub.parent.test', 'user@override.test', 'x@gone.test',
+             'y@void.test', 'z@elsewhere.test', 'v@vmail.test', 'root', 'w@example.org']
+    qid = q.inject('alice@example.org', rcpts)
+    q.start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    got = {r['rcpt']: (r['transport'], r['nexthop']) for r in q.deliveries()}
+    assert got['a@special.test'] == ('smtp', '[127.0.0.1]:2525')
+    # As in Postfix 3, parent_domain_matches_subdomains does not list
+    # transport_maps by default: "domain" is only the domain, ".domain" its
+    # subdomains.
+    assert got['b@sub.special.test'] == ('smtp', '[smarthost.test]:587')
+    assert got['c@sub.parent.test'] == ('smtp', '[127.0.0.2]')
+    assert got['user@override.test'] == ('lmtp', 'unix:private/dovecot-lmtp')
+    assert got['z@elsewhere.test'] == ('smtp', '[smarthost.test]:587')
+    assert got['v@vmail.test'] == ('virtual', 'vmail.test')
+    assert got['root'] == ('local', 'mx.example.test')
+    assert got['w@example.org'] == ('relay', 'example.org')
+    assert 'x@gone.test' not in got and 'y@void.test' not in got
+    assert q.log_lines('to=<x@gone.test>, relay=none')[0].endswith(
+        'dsn=5.1.2, status=bounced (no such domain here)')
+    assert 'status=sent (silently dropped)' in q.log_lines('to=<y@void.test>')[0]
+
+
+def test_transport_maps_parent_matching(make_queue):
+    q = make_queue('transport_maps = inline:{ special.test=smtp:[127.0.0.1]:2525 }\n'
+                   'parent_domain_matches_subdomains = relay_domains, transport_maps\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['b@sub.special.test'])
+    q.start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    assert q.deliveries()[0]['nexthop'] == '[127.0.0.1]:2525'
+
+
+def test_virtual_alias_expansion(make_queue):
+    q = make_queue('virtual_alias_maps = inline:{ {list@example.test = a@remote.test, team}, '
+                   'team = b@remote.test c@remote.test, @catch.test = catcher@remote.test, '
+                   'loop1@example.test = loop2@example.test, '
+                   'loop2@example.test = loop1@example.test }\n'
+                   'virtual_alias_recursion_limit = 5\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['list@example.test', 'anyone@catch.test',
+                                         'loop1@example.test'])
+    q.start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    got = sorted((r['rcpt'], r['orig']) for r in q.deliveries())
+    assert got == [('a@remote.test', 'list@example.test'), ('b@remote.test', 'list@example.test'),
+                   ('c@remote.test', 'list@example.test'),
+                   ('catcher@remote.test', 'anyone@catch.test')]
+    assert 'orig_to=<list@example.test>' in q.log_lines('to=<b@remote.test>')[0]
+    assert 'dsn=5.4.6, status=bounced' in q.log_lines('to=<loop1@example.test>')[0]
+
+
+def test_corrupt_queue_file_goes_to_corrupt(make_queue):
+    q = make_queue()
+    q.start_agent()
+    with open(os.path.join(q.queue, 'incoming', '1xAAAAAAAAAAAAAA'), 'wb') as f:
+        f.write(b'garbage\n')
+    good = q.inject('alice@example.org', ['bob@remote.test'])
+    q.start_qmgr()
+    q.wait_log('%s: removed' % good)
+    q.wait_log('corrupt queue file')
+    assert q.files('corrupt') == ['1xAAAAAAAAAAAAAA']
+
+
+# --- deferred mail ---------------------------------------------------------
+
+
+def attempts(q, rcpt):
+    return [r for r in q.deliveries() if r['rcpt'] == rcpt]
+
+
+def test_deferred_mail_retried_with_backoff(make_queue):
+    q = make_queue()
+    q.set_rules('*@later.test deferred 4.4.1 connection refused\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['bob@later.test', 'ok@remote.test'])
+    t0 = time.monotonic()
+    q.start_qmgr()
+    q.wait_log('status=deferred (connection refused)')
+    wait_for(lambda: q.files('deferred') == [qid], what='deferred file')
+    path = q.path_of(qid)
+    assert re.search(r'/deferred/[0-9A-F]/[0-9A-F]/%s$' % qid, path), path
+    # The delivered recipient is recorded in the file and not tried again.
+    env = q.read(qid)[2]
+    assert ('D', 'ok@remote.test') in [(r[0], r[3]) for r in env['rcpt']]
+    # Retried on schedule (minimal_backoff_time = 1s), twice.
+    q.wait_deliveries(lambda d: len([r for r in d if r['rcpt'] == 'bob@later.test']) >= 3,
+                      timeout=20)
+    assert time.monotonic() - t0 >= 2
+    q.set_rules('')
+    q.wait_log('%s: removed' % qid, timeout=20)
+    assert len(attempts(q, 'ok@remote.test')) == 1
+    assert attempts(q, 'bob@later.test')[-1]['status'] == 'sent'
+
+
+def test_flush_and_flush_site_and_id(make_queue):
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\n'
+                   'queue_run_delay = 1h\n')
+    q.set_rules('*@slow.test deferred 4.4.1 try later\n*@other.test deferred 4.4.1 later too\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['x@slow.test'])
+    b = q.inject('alice@example.org', ['y@other.test'])
+    q.start_qmgr()
+    q.wait_log('status=deferred', count=2)
+    wait_for(lambda: len(q.files('deferred')) == 2, what='both deferred')
+    n = len(q.deliveries())
+    # postqueue -s: only the site's mail.
+    r = q.tool('postqueue', '-s', 'slow.test')
+    assert r.returncode == 0, r.stderr
+    q.wait_deliveries(lambda d: len(d) == n + 1)
+    wait_for(lambda: len(q.files('deferred')) == 2, what='deferred again')
+    assert q.deliveries()[-1]['rcpt'] == 'x@slow.test'
+    # postqueue -i: one message.
+    r = q.tool('postqueue', '-i', b)
+    assert r.returncode == 0, r.stderr
+    q.wait_deliveries(lambda d: len(d) == n + 2)
+    assert q.deliveries()[-1]['rcpt'] == 'y@other.test'
+    wait_for(lambda: len(q.files('deferred')) == 2, what='deferred again')
+    # postqueue -f: everything, even though the destinations are "dead".
+    q.set_rules('')
+    r = q.tool('postqueue', '-f')
+    assert r.returncode == 0, r.stderr
+    q.wait_log('%s: removed' % a)
+    q.wait_log('%s: removed' % b)
+    assert q.queue_empty()
+    r = q.tool('postqueue', '-i', 'ZZZZZZZZZZZZZZZZ')
+    assert r.returncode != 0 and 'no such message' in r.stderr
+
+
+def test_expired_mail_bounces(make_queue):
+    q = make_queue('maximal_queue_lifetime = 3s\nbounce_queue_lifetime = 3s\n')
+    q.set_rules('*@never.test deferred 4.4.1 host not responding\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['x@never.test'])
+    q.start_qmgr()
+    q.wait_log('%s: to=<x@never.test>' % qid)
+    line = q.wait_log('status=bounced', timeout=20) and q.log_lines('status=bounced')[0]
+    assert re.search(r'%s: to=<x@never.test>, relay=none, .*dsn=5.4.1, status=bounced '
+                     r'\(message expired after \d+ seconds in the queue: host not responding\)'
+                     % qid, line), line
+    q.wait_log('%s: removed' % qid)
+    assert q.queue_empty()
+    assert q.log_lines('non-delivery notification not sent: no bounce service')
+
+
+# --- queue tools -------------------------------------------------------------
+
+
+def parse_mailq(text):
+    """Parses Postfix mailq output into a list of dicts."""
+    lines = text.splitlines()
+    if lines == ['Mail queue is empty']:
+        return []
+    assert lines[0] == '-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------'
+    assert re.match(r'^-- \d+ Kbytes in \d+ Requests?\.$', lines[-1]), lines[-1]
+    msgs, cur = [], None
+    for l in lines[1:-1]:
+        if not l:
+            cur = None
+            continue
+        m = re.match(r'^([0-9A-Za-z]{16})([*! ]) +(\d+) (\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d)  (\S+)$', l)
+        if m:
+            cur = dict(id=m.group(1), mark=m.group(2), size=int(m.group(3)),
+                       sender=m.group(5), rcpts=[], reasons=[])
+            msgs.append(cur)
+        elif l.startswith(' ' * 41) and not l.strip().startswith('('):
+            cur['rcpts'].append(l.strip())
+        else:
+            cur['reasons'].append(l.strip())
+    assert int(re.search(r'in (\d+) Request', lines[-1]).group(1)) == len(msgs)
+    return msgs
+
+
+def test_mailq_and_json_listing(make_queue):
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n')
+    r = q.tool('postqueue', '-p')
+    assert r.stdout == 'Mail queue is empty\n', r.stderr
+    q.set_rules('*@slow.test deferred 4.4.1 connect to slow.test: Connection refused\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['x@slow.test', 'y@slow.test', 'done@remote.test'])
+    b = q.inject('', ['z@example.org'], sub='hold')
+    q.start_qmgr()
+    wait_for(lambda: q.files('deferred') == [a], what='deferred')
+    msgs = {m['id']: m for m in parse_mailq(q.tool('postqueue', '-p').stdout)}
+    assert msgs[a]['mark'] == ' ' and msgs[a]['sender'] == 'alice@example.org'
+    assert msgs[a]['rcpts'] == ['x@slow.test', 'y@slow.test']
+    assert msgs[a]['reasons'] == ['(connect to slow.test: Connection refused)']
+    assert msgs[b]['mark'] == '!' and msgs[b]['sender'] == 'MAILER-DAEMON'
+    js = [json.loads(l) for l in q.tool('postqueue', '-j').stdout.splitlines()]
+    ja = [j for j in js if j['queue_id'] == a][0]
+    assert ja['queue_name'] == 'deferred' and ja['sender'] == 'alice@example.org'
+    assert ja['forced_expire'] is False and ja['message_size'] == msgs[a]['size']
+    assert ja['recipients'] == [
+        {'address': 'x@slow.test', 'delay_reason': 'connect to slow.test: Connection refused'},
+        {'address': 'y@slow.test', 'delay_reason': 'connect to slow.test: Connection refused'}]
+    jb = [j for j in js if j['queue_id'] == b][0]
+    assert jb['queue_name'] == 'hold' and jb['recipients'] == [{'address': 'z@example.org'}]
+    # mailq is the same listing (sendmail -bp).
+    r = q.tool('sendmail', '-bp')
+    assert parse_mailq(r.stdout) == parse_mailq(q.tool('postqueue', '-p').stdout)
+
+
+def test_postsuper_hold_release_delete_requeue(make_queue):
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1s\n')
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    ids = [q.inject('alice@example.org', ['x%d@slow.test' % i]) for i in range(3)]
+    q.start_qmgr()
+    wait_for(lambda: len(q.files('deferred')) == 3, what='deferred')
+    r = q.tool('postsuper', '-h', ids[0])
+    assert r.stderr == 'postsuper: Placed on hold: 1 message\n'
+    assert q.files('hold') == [ids[0]]
+    r = q.tool('postsuper', '-h', 'ALL')
+    assert r.stderr == 'postsuper: Placed on hold: 2 messages\n'
+    assert q.files('hold') == sorted(ids)
+    msgs = parse_mailq(q.tool('postqueue', '-p').stdout)
+    assert all(m['mark'] == '!' for m in msgs)
+    # Messages on hold are never scheduled, even by a flush.
+    n = len(q.deliveries())
+    assert q.tool('postqueue', '-f').returncode == 0
+    assert q.tool('postqueue', '-i', ids[0]).returncode != 0
+    assert len(q.deliveries()) == n
+    q.set_rules('')
+    r = q.tool('postsuper', '-H', ids[1])
+    assert r.stderr == 'postsuper: Released from hold: 1 message\n'
+    q.wait_log('%s: removed' % ids[1])
+    r = q.tool('postsuper', '-d', '-', input='%s\n' % ids[2])
+    assert 'postsuper: Deleted: 1 message' in r.stderr
+    assert q.path_of(ids[2]) is None
+    r = q.tool('postsuper', '-r', ids[0])
+    assert r.stderr == 'postsuper: Requeued: 1 message\n'
+    q.wait_log('%s: removed' % ids[0])
+    assert q.queue_empty() and not q.files('hold')
+    r = q.tool('postsuper', '-d', 'ALL')
+    assert r.stderr == '' and r.returncode == 0
+
+
+def test_requeue_expands_aliases_again(make_queue):
+    q = make_queue()
+    vpath = os.path.join(q.tmp, 'virtual')
+    with open(vpath, 'w') as f:
+        f.write('list@example.test a@slow.test, b@slow.test\n')
+    with open(os.path.join(q.confdir, 'main.cf'), 'a') as f:
+        f.write('virtual_alias_maps = texthash:%s\nminimal_backoff_time = 1h\n'
+                'maximal_backoff_time = 2h\n' % vpath)
+    q.set_rules('a@slow.test sent 2.0.0 ok\n*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['list@example.test'])
+    q.start_qmgr()
+    wait_for(lambda: q.files('deferred') == [qid], what='deferred')
+    env = q.read(qid)[2]
+    assert [r[0] + r[3] for r in env['rcpt']] == ['Xlist@example.test', 'Da@slow.test',
+                                                   '-b@slow.test']
+    # A changed table takes effect when the queue manager starts again
+    # (texthash: is read at start, as Postfix does).
+    q.kill_qmgr(signal.SIGTERM)
+    with open(vpath, 'w') as f:
+        f.write('list@example.test a@slow.test, c@remote.test\n')
+    q.set_rules('')
+    r = q.tool('postsuper', '-r', qid)
+    assert r.returncode == 0, r.stderr
+    assert q.files('incoming') == [qid]
+    q.start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    got = [(r['rcpt'], r['status']) for r in q.deliveries()]
+    # a was delivered already and is not delivered again; b is no longer
+    # in the list; c is new.
+    assert got.count(('a@slow.test', 'sent')) == 1
+    assert ('c@remote.test', 'sent') in got and ('b@slow.test', 'sent') not in got
+
+
+def test_postcat(make_queue):
+    q = make_queue()
+    qid = q.inject('alice@example.org', ['bob@remote.test'],
+                   content='Received: by test\nSubject: cat me\n\nthe body\n', sub='hold')
+    r = q.tool('postcat', '-q', qid)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == '*** ENVELOPE RECORDS hold/%s ***' % qid
+    assert 'sender: alice@example.org' in out and 'recipient: bob@remote.test' in out
+    i = out.index('*** MESSAGE CONTENTS hold/%s ***' % qid)
+    assert out[i + 1:i + 5] == ['Received: by test', 'Subject: cat me', '', 'the body']
+    assert out[-1] == '*** MESSAGE FILE END hold/%s ***' % qid
+    assert q.tool('postcat', '-h', '-q', qid).stdout.splitlines()[1:] == [
+        'Received: by test', 'Subject: cat me', '']
+    assert q.tool('postcat', '-b', '-q', qid).stdout.splitlines()[1:] == ['the body']
+    r = q.tool('postcat', '-q', 'ZZZZZZZZZZZZZZZZ')
+    assert r.returncode != 0
+
+
+# --- recovery ---------------------------------------------------------------
+
+
+def test_kill_9_loses_nothing_and_repeats_no_confirmed_delivery(make_queue):
+    n_msgs = int(os.environ.get('POSTERN_KILL_TEST_MESSAGES', '5000'))
+    q = make_queue('default_destination_concurrency_limit = 20\n')
+    q.start_agent()
+    ids = []
+    t = time.time()
+    for i in range(n_msgs):
+        ids.append(q.inject('alice@example.org', ['r%d@remote%d.test' % (i, i % 7),
+                                                  'local%d@example.test' % i],
+                            arrival=t + i * 1e-6))
+    q.start_qmgr()
+    # Kill in the middle of the run.
+    q.wait_deliveries(lambda d: len(d) >= n_msgs // 2, timeout=300, what='half the run')
+    q.kill_qmgr(signal.SIGKILL)
+    at_kill = {}
+    for r in q.deliveries():
+        at_kill[(r['id'], r['rcpt'])] = at_kill.get((r['id'], r['rcpt']), 0) + 1
+    present = set()
+    confirmed = set()
+    for sub in ('incoming', 'active', 'deferred'):
+        for qid in q.files(sub):
+            present.add(qid)
+            for status, _, _, addr in q.read(qid)[2]['rcpt']:
+                if status == 'D':
+                    confirmed.add((qid, addr))
+    # Removed files: every recipient confirmed.
+    for i, qid in enumerate(ids):
+        if qid not in present:
+            confirmed.add((qid, 'r%d@remote%d.test' % (i, i % 7)))
+            confirmed.add((qid, 'local%d@example.test' % i))
+    assert confirmed, 'the kill came before any confirmed delivery'
+    q.start_qmgr()
+    wait_for(q.queue_empty, timeout=300, what='queue drained after restart')
+    counts = {}
+    for r in q.deliveries():
+        counts[(r['id'], r['rcpt'])] = counts.get((r['id'], r['rcpt']), 0) + 1
+    for i, qid in enumerate(ids):
+        for rcpt in ('r%d@remote%d.test' % (i, i % 7), 'local%d@example.test' % i):
+            assert counts.get((qid, rcpt), 0) >= 1, (qid, rcpt)
+    for key in confirmed:
+        assert counts[key] == at_kill[key], key
+    assert q.log_lines('Resumed')
+
+
+def test_idle_exit(make_queue):
+    q = make_queue('max_idle = 1s\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['bob@remote.test'])
+    q.start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    q.qmgr.wait(timeout=20)
+    assert q.qmgr.returncode == 0
+
+
+# --- local submission -------------------------------------------------------
+
+
+def test_sendmail_pickup_delivery(make_queue):
+    q = make_queue()
+    q.start_agent().start_qmgr()
+    msg = ('To: Bob <bob@remote.test>, carol@example.test\nCc: (team) dave@remote.test\n'
+           'Bcc: eve@remote.test\nSubject: from cron\n\nline one\n.\nnot reached\n')
+    r = q.tool('sendmail', '-t', '-f', 'cron@example.test', '-F', 'Cron Daemon', 'extra',
+               input=msg)
+    assert r.returncode == 0, r.stderr
+    assert len(q.files('maildrop')) == 1
+    assert q.pickup().returncode == 0
+    assert q.files('maildrop') == []
+    q.wait_log('removed')
+    got = sorted(r['rcpt'] for r in q.deliveries())
+    assert got == ['bob@remote.test', 'carol@example.test', 'dave@remote.test',
+                   'eve@remote.test', 'extra@example.test']
+    line = q.log_lines('from=<cron@example.test>')[0]
+    assert re.search(r'postern-pickup: ([0-9A-Za-z]{16}): uid=\d+ from=<cron@example.test>', line)
+
+
+def test_sendmail_content_and_defaults(make_queue):
+    q = make_queue()
+    r = q.tool('sendmail', '-oi', 'bob@remote.test', input='Subject: dots\r\n\r\n.\r\nend\r\n')
+    assert r.returncode == 0, r.stderr
+    assert q.pickup().returncode == 0
+    (qid,) = q.files('incoming')
+    hdr, content, env = q.read(qid)
+    assert env['sender'].endswith('@example.test') and env['uid'] == str(os.getuid())
+    assert env['rcpt'] == [('-', '-', '-', 'bob@remote.test')]
+    text = content.decode()
+    assert text.startswith('Received: by mx.example.test (postern, from userid %d)\n\tid %s; '
+                           % (os.getuid(), qid))
+    assert 'Message-Id: <%s@mx.example.test>' % qid in text and '\nDate: ' in text
+    assert '\nFrom: %s\n' % env['sender'] in text
+    assert text.endswith('Subject: dots\n\n.\nend\n')
+
+
+def test_sendmail_bs_smtp_on_stdin(make_queue):
+    q = make_queue()
+    dialog = ('EHLO me\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\n'
+              'Subject: bs\r\n\r\n..dot\r\n.\r\nQUIT\r\n')
+    r = q.tool('sendmail', '-bs', input=dialog)
+    assert r.returncode == 0, r.stderr
+    codes = [l[:3] for l in r.stdout.splitlines()]
+    assert codes == ['220', '250', '250', '250', '250', '354', '250', '221'], r.stdout
+    assert q.pickup().returncode == 0
+    (qid,) = q.files('incoming')
+    assert q.read(qid)[1].decode().endswith('Subject: bs\n\n.dot\n')
+
+
+def test_corrupt_maildrop_file(make_queue):
+    q = make_queue()
+    with open(os.path.join(q.queue, 'maildrop', '1xBBBBBBBBBBBBBB'), 'w') as f:
+        f.write('not a queue file\n')
+    r = q.pickup()
+    assert q.files('corrupt') == ['1xBBBBBBBBBBBBBB'] and not q.files('maildrop')
+    assert q.log_lines('bad maildrop file (malformed): moved to corrupt')
+
+
+def test_postdrop_ignores_config_override_for_users(make_queue):
+    """A non-root caller cannot point the set-gid postdrop at another
+    configuration (and thereby another queue)."""
+    if os.getuid() != 0:
+        pytest.skip('needs root to run postdrop as another user')
+    q = make_queue()
+    os.chmod(q.tmp, 0o755)
+    r = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                        TOOLS_POSTDROP, '-c', q.confdir, '--', 'x@example.test'],
+                       input='hi\n', capture_output=True, text=True,
+                       env=dict(q.env(), POSTERN_CONFIG_DIR=q.confdir), timeout=30)
+    assert q.files('maildrop') == []
+    assert r.returncode != 0
+
+
+def test_posternctl_queue(make_queue):
+    q = make_queue()
+    a = q.inject('alice@example.org', ['bob@remote.test'], sub='deferred')
+    r = q.tool('posternctl', 'queue', 'list', '--json')
+    assert r.returncode == 0, r.stderr
+    (j,) = [json.loads(l) for l in r.stdout.splitlines()]
+    assert j['queue_id'] == a and j['queue_name'] == 'deferred'
+    r = q.tool('posternctl', 'queue', 'hold', a)
+    assert r.stdout == 'hold: 1 message\n' and q.files('hold') == [a]
+    r = q.tool('posternctl', 'queue', 'show', '--json', a)
+    assert json.loads(r.stdout)['recipients'] == [{'address': 'bob@remote.test', 'status': '-'}]
+    r = q.tool('posternctl', 'queue', 'delete', 'ALL')
+    assert r.stdout == 'delete: 1 message\n' and q.path_of(a) is None
