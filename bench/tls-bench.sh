@@ -1,44 +1,61 @@
 #!/bin/bash
 # tls-bench.sh: full TLS handshakes per second on an implicit-TLS (smtps)
-# port: postern-smtpd next to a private Postfix instance with the same
-# certificate, on the same machine, measured with `openssl s_time -new`
-# (a new session per connection, no resumption).
+# port: postern-smtpd next to a private stock Postfix with the same
+# certificate, in the same run, interleaved (postern, postfix, postern, ...),
+# each loaded by a pool of parallel `openssl s_time -new` clients (a new
+# session per connection, no resumption).
 #
-#   bench/tls-bench.sh [-t SECONDS] [-b BUILDDIR] [-k ec|rsa] [-P]
+#   bench/tls-bench.sh [-t SECONDS] [-c CLIENTS] [-r ROUNDS] [-w WORKERS]
+#                      [-b BUILDDIR] [-k ec|rsa] [-P]
 #
-# -P skips Postfix. Postfix runs from a configuration directory in a temp
-# directory (postconf -c DIR -e, a master.cf with only an smtps service on
-# a free loopback port, its own queue and data directories), started with
-# `postfix -c DIR start` and stopped with `postfix -c DIR stop`; this needs
-# root and the postfix user. Everything is removed at the end.
+# Defaults: 10 s per round, 8 parallel clients, 3 rounds, the best round of
+# each server reported (every round is printed too), an EC P-256 key,
+# smtpd_worker_processes = 0 (one worker per CPU). -P skips Postfix. The
+# clients run on the same machine and take their share of the CPUs, the
+# same for both servers. The Postfix instance (see postfix-instance.sh)
+# needs root and the postfix user. Everything is removed at the end.
 set -euo pipefail
 
 seconds=10
+clients=8
+rounds=3
+workers=0
 keytype=ec
 with_postfix=1
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${POSTERN_BUILD_DIR:-$here/build}
 
-while getopts "t:b:k:P" o; do
+while getopts "t:c:r:w:b:k:P" o; do
         case $o in
         t) seconds=$OPTARG ;;
+        c) clients=$OPTARG ;;
+        r) rounds=$OPTARG ;;
+        w) workers=$OPTARG ;;
         b) build=$OPTARG ;;
         k) keytype=$OPTARG ;;
-        P) with_postfix= ;;
-        *) echo "usage: $0 [-t seconds] [-b builddir] [-k ec|rsa] [-P]" >&2; exit 2 ;;
+        P) with_postfix=0 ;;
+        *) echo "usage: $0 [-t seconds] [-c clients] [-r rounds] [-w workers] [-b builddir]" \
+                "[-k ec|rsa] [-P]" >&2; exit 2 ;;
         esac
 done
 
+. "$(dirname "$0")/postfix-instance.sh"
 smtpd=$build/src/smtpd/postern-smtpd
 [ -x "$smtpd" ] || { echo "no $smtpd: build first" >&2; exit 1; }
+if [ "$with_postfix" = 1 ] && { [ ! -x /usr/sbin/postfix ] || [ "$(id -u)" != 0 ]; }; then
+        echo "note: no stock Postfix (or not root): postern only" >&2
+        with_postfix=0
+fi
 
 work=$(mktemp -d /var/tmp/postern-tls-bench.XXXXXX)
-chmod 755 "$work"
+chmod 755 "$work"       # Postfix's daemons run as postfix
 pid=
-postfix_dir=
 cleanup() {
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-        [ -n "$postfix_dir" ] && /usr/sbin/postfix -c "$postfix_dir" stop >/dev/null 2>&1 || true
+        if [ -n "$pid" ]; then
+                kill "$pid" 2>/dev/null || true
+                wait "$pid" 2>/dev/null || true
+        fi
+        postfix_stop "$work/postfix"
         rm -rf "$work"
 }
 trap cleanup EXIT
@@ -59,11 +76,18 @@ wait_tls() {
         return 1
 }
 
-# s_time prints "N connections in T real seconds, B bytes read per
-# connection"; the rate is N / T.
+# Runs the client pool against PORT; prints the handshakes per second, the
+# sum over the clients of "N connections in T real seconds".
 handshakes() {
-        openssl s_time -connect "127.0.0.1:$1" -new -time "$seconds" 2>/dev/null |
-                awk '/connections in .* real seconds/ { printf "%.0f", $1 / $4 }'
+        local i
+        for i in $(seq "$clients"); do
+                openssl s_time -connect "127.0.0.1:$1" -new -time "$seconds" \
+                        >"$work/s_time.$i" 2>/dev/null &
+        done
+        wait
+        cat "$work"/s_time.* | awk '/connections in .* real seconds/ { r += $1 / $4 }
+                END { printf "%.0f", r }'
+        rm -f "$work"/s_time.*
 }
 
 if [ "$keytype" = rsa ]; then
@@ -81,6 +105,7 @@ cat > "$work/conf/main.cf" <<CONF
 myhostname = bench.example.test
 queue_directory = $work/queue
 max_idle = 600s
+smtpd_worker_processes = $workers
 smtpd_tls_cert_file = $work/cert.pem
 smtpd_tls_key_file = $work/key.pem
 CONF
@@ -90,77 +115,33 @@ systemd-socket-activate -l "127.0.0.1:$port" --fdname=smtps -E POSTERN_LOG_TARGE
         "$smtpd" --service=smtps -c "$work/conf" 2>"$work/smtpd.log" &
 pid=$!
 wait_tls "$port"
-postern_rate=$(handshakes "$port")
-cpu=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
-kill "$pid"
-wait "$pid" 2>/dev/null || true
-pid=
 
-echo "key: $keytype, $(openssl version), ${seconds}s of openssl s_time -new per server"
-printf '%-32s %8s full handshakes/s (daemon CPU %ss)\n' "postern-smtpd (smtps)" "$postern_rate" "$cpu"
-
-if [ -z "$with_postfix" ]; then
-        exit 0
-fi
-if ! [ -x /usr/sbin/postfix ] || [ "$(id -u)" != 0 ] || ! id postfix >/dev/null 2>&1; then
-        echo "Postfix: skipped (needs postfix installed, root and the postfix user)"
-        exit 0
+if [ "$with_postfix" = 1 ]; then
+        pf_smtp=$(free_port)
+        pf_port=$(free_port)
+        postfix_start "$work/postfix" "$pf_smtp" "$pf_port" "$work/cert.pem" "$work/key.pem"
+        wait_tls "$pf_port"
 fi
 
-# A private Postfix: only an smtps listener on loopback.
-postfix_dir=$work/postfix
-mkdir -p "$postfix_dir" "$work/pf-queue" "$work/pf-data"
-chown postfix "$work/pf-data"
-pf_port=$(free_port)
-touch "$postfix_dir/main.cf"
-postconf -c "$postfix_dir" -e \
-        "queue_directory = $work/pf-queue" \
-        "data_directory = $work/pf-data" \
-        "mail_owner = postfix" \
-        "inet_interfaces = 127.0.0.1" \
-        "inet_protocols = ipv4" \
-        "myhostname = bench.example.test" \
-        "mydestination =" \
-        "compatibility_level = 3.6" \
-        "maillog_file = $work/postfix.log" \
-        "smtpd_tls_cert_file = $work/cert.pem" \
-        "smtpd_tls_key_file = $work/key.pem" \
-        "smtpd_tls_security_level = may" \
-        "smtpd_tls_session_cache_database =" \
-        "default_process_limit = 100"
-# postlog lets the instance log without syslog; the other services are
-# what every Postfix needs to start.
-cat > "$postfix_dir/master.cf" <<MASTER
-127.0.0.1:$pf_port inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-MASTER
-/usr/sbin/postfix -c "$postfix_dir" check >/dev/null 2>&1 || true
-if ! /usr/sbin/postfix -c "$postfix_dir" start >"$work/postfix-start.log" 2>&1; then
-        echo "Postfix: could not start:"
-        cat "$work/postfix-start.log"
-        exit 0
+best_postern=0 best_postfix=0
+for r in $(seq "$rounds"); do
+        rate=$(handshakes "$port")
+        echo "round $r postern: $rate handshakes/s"
+        [ "$rate" -gt "$best_postern" ] && best_postern=$rate
+        if [ "$with_postfix" = 1 ]; then
+                rate=$(handshakes "$pf_port")
+                echo "round $r postfix: $rate handshakes/s"
+                [ "$rate" -gt "$best_postfix" ] && best_postfix=$rate
+        fi
+done
+
+nworkers=$(wc -w < "/proc/$pid/task/$pid/children")
+printf "best of %d: postern-smtpd (smtps, %d workers): %d full handshakes/s" \
+        "$rounds" "$nworkers" "$best_postern"
+if [ "$with_postfix" = 1 ]; then
+        printf "; postfix %s: %d; ratio %.2f" \
+                "$(/usr/sbin/postconf -c "$work/postfix/etc" -h mail_version)" "$best_postfix" \
+                "$(echo "$best_postern / $best_postfix" | bc -l)"
 fi
-wait_tls "$pf_port"
-postfix_rate=$(handshakes "$pf_port")
-printf '%-32s %8s full handshakes/s\n' "Postfix $(/usr/sbin/postconf -d -h mail_version) (smtps)" \
-        "$postfix_rate"
+printf " (key %s, %s, %d clients x %d s of openssl s_time -new)\n" "$keytype" \
+        "$(openssl version | cut -d' ' -f1-2)" "$clients" "$seconds"

@@ -15,6 +15,7 @@ import string
 import subprocess
 import tempfile
 import time
+from common import wait_for
 
 CLIENT_ADDR = '198.51.100.1'
 PEER_ADDRS = ['198.51.100.10', '198.51.100.11', '198.51.100.12', '198.51.100.13',
@@ -27,17 +28,6 @@ def have_root_netns():
 
 def sh(*args, check=True):
     return subprocess.run(list(args), check=check, capture_output=True, text=True)
-
-
-def wait_for(predicate, timeout=10.0, what='condition'):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError('timed out waiting for ' + what)
-        time.sleep(0.02)
 
 
 def stop_process(proc, timeout=10):

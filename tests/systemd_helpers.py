@@ -12,24 +12,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
+import common
 from common import SRC_DIR
 
 PLAIN_BUILD_DIR = (os.environ.get('POSTERN_PLAIN_BUILD_DIR')
                    or os.environ.get('POSTERN_BUILD_DIR')
                    or os.path.join(SRC_DIR, 'build'))
-
-
-def wait_for(predicate, timeout=30.0, what='condition'):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError('timed out waiting for ' + what)
-        time.sleep(0.1)
 
 
 def stage_install(build_dir, stage):
@@ -38,6 +27,11 @@ def stage_install(build_dir, stage):
     subprocess.run(['meson', 'install', '-C', build_dir, '--quiet'], env=env, check=True,
                    capture_output=True)
     return os.path.join(stage, 'usr/local')
+
+
+def wait_for(predicate, timeout=30.0, what='condition'):
+    """common.wait_for with this module's default deadline."""
+    return common.wait_for(predicate, timeout, what)
 
 
 class Container:
@@ -49,7 +43,7 @@ class Container:
         with open(os.path.join(self.confdir, 'main.cf'), 'a') as f:
             f.write(main_cf)
         for name, text in (services or {}).items():
-            with open(os.path.join(self.confdir, 'services.d', name + '.cf'), 'w') as f:
+            with open(os.path.join(self.confdir, 'services.d', name + '.cf'), 'a') as f:
                 f.write(text)
         self.shared = os.path.join(self.tmp, 'shared')
         os.makedirs(self.shared)

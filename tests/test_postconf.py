@@ -576,3 +576,25 @@ def test_posternctl_global_options_before_verb(confdir):
     diags = json.loads(r.stdout)
     assert diags[0]['line'] == 1 and diags[0]['level'] == 'error'
     assert 'expected a size' in diags[0]['message']
+
+
+def test_check_socket_units_against_inet_interfaces(tmp_path):
+    """posternctl check warns when the socket units listen where main.cf's
+    inet_interfaces says postern should not, and is quiet once a drop-in
+    agrees."""
+    units = tmp_path / 'units'
+    conf = tmp_path / 'conf'
+    (units / 'postern-smtpd.socket.d').mkdir(parents=True)
+    conf.mkdir()
+    with open(os.path.join(os.path.dirname(__file__), '..', 'units', 'postern-smtpd.socket')) as f:
+        (units / 'postern-smtpd.socket').write_text(f.read())
+    (conf / 'main.cf').write_text('inet_interfaces = loopback-only\n')
+    r = run([POSTERNCTL, 'check', '-c', conf, '--unit-dir', units])
+    assert r.returncode == 0
+    assert 'postern-smtpd.socket listens beyond loopback (ListenStream=25)' in r.stderr
+    assert 'inet_interfaces = loopback-only' in r.stderr
+    (units / 'postern-smtpd.socket.d' / '50-loopback.conf').write_text(
+        '[Socket]\nListenStream=\nListenStream=127.0.0.1:25\nListenStream=[::1]:25\n')
+    r = run([POSTERNCTL, 'check', '-c', conf, '--unit-dir', units])
+    assert r.returncode == 0
+    assert 'socket' not in r.stderr

@@ -3,7 +3,6 @@ systemd-socket-activate on a free loopback port, each test with its own
 configuration and queue directory, driven by smtplib, swaks and a raw socket.
 Assertions are on SMTP replies, queue files and log lines."""
 import os
-import shutil
 import smtplib
 import subprocess
 import time
@@ -132,6 +131,8 @@ def test_command_replies(smtpd):
 
 
 def test_relay_control(smtpd):
+    # The default smtpd_relay_restrictions end in defer_unauth_destination:
+    # 454 4.7.1, as Postfix answers (test_restrictions.py covers 554).
     c = smtpd.connect()
     c.reply()
     c.cmd('EHLO x.example.org')
@@ -142,12 +143,12 @@ def test_relay_control(smtpd):
     assert c.cmd('RCPT TO:<user@sub.relay.example.test>') == ['250 2.1.5 Ok']
     assert c.cmd('RCPT TO:<postmaster>') == ['250 2.1.5 Ok']
     assert c.cmd('RCPT TO:<user@elsewhere.example>') == [
-        '554 5.7.1 <user@elsewhere.example>: Relay access denied']
+        '454 4.7.1 <user@elsewhere.example>: Relay access denied']
     assert c.cmd('RCPT TO:<user@[192.0.2.1]>') == [
-        '554 5.7.1 <user@[192.0.2.1]>: Relay access denied']
+        '454 4.7.1 <user@[192.0.2.1]>: Relay access denied']
     # After the first accepted RCPT the transaction has its queue ID: Postfix
     # logs the rejection under it instead of NOQUEUE.
-    smtpd.wait_log(': reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 '
+    smtpd.wait_log(': reject: RCPT from unknown[127.0.0.1]: 454 4.7.1 '
                    '<user@elsewhere.example>: Relay access denied; from=<a@example.org> '
                    'to=<user@elsewhere.example> proto=ESMTP helo=<x.example.org>')
 
@@ -168,7 +169,7 @@ def test_pipelining(smtpd):
            'RCPT TO:<nobody@elsewhere.example>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n')
     assert c.reply() == ['250 2.1.0 Ok']
     assert c.reply() == ['250 2.1.5 Ok']
-    assert c.reply()[0].startswith('554 5.7.1')
+    assert c.reply()[0].startswith('454 4.7.1')
     assert c.reply() == ['250 2.1.5 Ok']
     assert c.reply() == ['354 End data with <CR><LF>.<CR><LF>']
     c.send('Subject: pipelined\r\n\r\nbody\r\n.\r\nMAIL FROM:<d@example.org>\r\n'

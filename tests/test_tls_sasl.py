@@ -12,7 +12,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import tempfile
 
 import pytest
 
@@ -167,7 +166,7 @@ def test_submission_requires_starttls_then_auth(env):
     # Without AUTH the submission port relays nothing.
     assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
     assert c.cmd('RCPT TO:<someone@remote.example>') == [
-        '554 5.7.1 <someone@remote.example>: Relay access denied']
+        '454 4.7.1 <someone@remote.example>: Relay access denied']
     assert c.cmd('RSET') == ['250 2.0.0 Ok']
     assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
     assert c.auth_plain('alice', 'secret-a') == ['503 5.5.1 Error: already authenticated']

@@ -347,17 +347,6 @@ static void bounce_done(Bounce *b) {
         sd_event_unref(b->event);
 }
 
-static void log_diags(Diag *diags) {
-        for (size_t i = 0; i < diags->n; i++) {
-                _cleanup_free_ char *t = diag_entry_format(&diags->entries[i]);
-                if (diags->entries[i].level == DIAG_ERROR)
-                        log_error("%s", strempty(t));
-                else
-                        log_warning("%s", strempty(t));
-        }
-        diag_done(diags);
-}
-
 static int run(int argc, char **argv) {
         Bounce b = {.queue_dir_fd = -1, .incoming_fd = -1};
         Diag diags = {0};
@@ -370,13 +359,13 @@ static int run(int argc, char **argv) {
         log_setup("postern-bounce", "bounce", LOG_TARGET_AUTO);
 
         r = conf_load(arg_config_dir, "bounce", &diags, &b.config);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot load the configuration: %m");
                 goto out;
         }
         r = bounce_settings_load(b.config, &diags, &b.settings);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up the bounce service: %m");
                 goto out;
@@ -389,6 +378,10 @@ static int run(int argc, char **argv) {
                 goto out;
 
         r = sd_event_default(&b.event);
+        if (r < 0)
+                goto out;
+        /* WATCHDOG=1 from the loop when the unit sets WatchdogSec=. */
+        r = sd_event_set_watchdog(b.event, true);
         if (r < 0)
                 goto out;
         sigemptyset(&mask);

@@ -7,8 +7,11 @@
  * envelope from the fd it was handed and starts one recipient child per
  * recipient (at most DELIVER_CHILDREN_MAX at a time across all calls). Each
  * child writes its result to a pipe and exits; when the last recipient of a
- * call is done the method returns, so a call never blocks the loop. Results
- * are also logged in Postfix's "to=<...>, relay=..., status=..." shape. */
+ * call is done the method returns, so a call never blocks the loop. The
+ * results are logged by the caller, postern-qmgr, in Postfix's
+ * "to=<...>, relay=..., delays=..., status=..." shape (it knows the delays
+ * and the original recipient); logging them here too would double every
+ * line of a message's trace. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -105,34 +107,6 @@ static const char *relay_name(const DeliverJob *j) {
         return j->transport == DELIVER_TRANSPORT_VIRTUAL ? "virtual" : "local";
 }
 
-static void log_result(DeliverJob *j, DeliverRcpt *r) {
-        const char *status = deliver_status_to_string(r->result.status);
-        const char *msgid = r->result.status == DELIVER_SENT       ? MSGID_DELIVERED
-                            : r->result.status == DELIVER_DEFERRED ? MSGID_DEFERRED
-                                                                   : MSGID_BOUNCED;
-        _cleanup_free_ char *rcpt = str_escape_log(r->address, 300);
-        _cleanup_free_ char *orig = str_escape_log(r->orig, 300);
-        _cleanup_free_ char *orig_part = NULL;
-        char delay[32] = "?";
-        struct timeval now;
-
-        if (j->env_ok) {
-                gettimeofday(&now, NULL);
-                double dt = (double)(now.tv_sec - j->env.arrival.tv_sec) +
-                            (double)(now.tv_usec - j->env.arrival.tv_usec) / 1e6;
-                snprintf(delay, sizeof(delay), "%.2g", dt < 0 ? 0.0 : dt);
-        }
-        if (orig && *orig && !streq(orig, strempty(rcpt)))
-                orig_part = strdup_printf(", orig_to=<%s>", orig);
-        log_mail(r->result.status == DELIVER_SENT ? LOG_INFO : LOG_NOTICE, msgid,
-                 j->env_ok ? j->env.queue_id : NULL,
-                 LOG_FIELDS("POSTERN_RECIPIENT", rcpt, "POSTERN_RELAY", relay_name(j),
-                            "POSTERN_DSN", r->result.dsn, "POSTERN_STATUS", status),
-                 "to=<%s>%s, relay=%s, delay=%s, dsn=%s, status=%s (%s)", strempty(rcpt),
-                 strempty(orig_part), relay_name(j), delay, r->result.dsn, status,
-                 strempty(r->result.text));
-}
-
 static void job_reply(DeliverJob *j) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
@@ -162,7 +136,6 @@ static void rcpt_finished(DeliverRcpt *r) {
         DeliverLocal *d = j->d;
 
         r->done = true;
-        log_result(j, r);
         STRV_FOREACH(q, r->result.queue_ids)
         deliver_qmgr_notify(d, *q);
         if (++j->n_done == j->n_rcpts) {
@@ -437,8 +410,6 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
 
         if (j->next_start == j->n_rcpts) {
                 /* Failed before any child ran: answer now. */
-                for (size_t i = 0; i < j->n_rcpts; i++)
-                        log_result(j, &j->rcpts[i]);
                 job_reply(j);
                 deliver_job_free(j);
         } else

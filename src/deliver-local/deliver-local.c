@@ -197,17 +197,6 @@ static int settings_load(Config *c, Diag *diags, DeliverSettings *s) {
         return 0;
 }
 
-static void log_diags(Diag *diags) {
-        for (size_t i = 0; i < diags->n; i++) {
-                _cleanup_free_ char *t = diag_entry_format(&diags->entries[i]);
-                if (diags->entries[i].level == DIAG_ERROR)
-                        log_error("%s", strempty(t));
-                else
-                        log_warning("%s", strempty(t));
-        }
-        diag_done(diags);
-}
-
 void deliver_local_activity_changed(DeliverLocal *d) {
         uint64_t now = 0;
 
@@ -354,13 +343,13 @@ static int run(int argc, char **argv) {
         umask(0077);
 
         r = conf_load(arg_config_dir, "deliver-local", &diags, &d.config);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot load the configuration: %m");
                 goto out;
         }
         r = settings_load(d.config, &diags, &d.settings);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up local delivery: %m");
                 goto out;
@@ -369,6 +358,10 @@ static int run(int argc, char **argv) {
                 log_warning("Not running as root: deliveries to other users will be deferred");
 
         r = sd_event_default(&d.event);
+        if (r < 0)
+                goto out;
+        /* WATCHDOG=1 from the loop when the unit sets WatchdogSec=. */
+        r = sd_event_set_watchdog(d.event, true);
         if (r < 0)
                 goto out;
         sigemptyset(&mask);

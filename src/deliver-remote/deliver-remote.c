@@ -411,17 +411,6 @@ static int parse_argv(int argc, char **argv) {
         return 1;
 }
 
-static void log_diags(Diag *diags) {
-        for (size_t i = 0; i < diags->n; i++) {
-                _cleanup_free_ char *t = diag_entry_format(&diags->entries[i]);
-                if (diags->entries[i].level == DIAG_ERROR)
-                        log_error("%s", strempty(t));
-                else
-                        log_warning("%s", strempty(t));
-        }
-        diag_done(diags);
-}
-
 static void deliver_done(Deliver *d) {
         d->exiting = true;
         /* Jobs in flight answer nothing: the queue manager sees the
@@ -456,19 +445,23 @@ static int run(int argc, char **argv) {
         srandom((unsigned) time(NULL) ^ (unsigned) getpid());
 
         r = conf_load(arg_config_dir, SERVICE_NAME, &diags, &d.config);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot load the configuration: %m");
                 goto out;
         }
         r = settings_load(d.config, &diags, &d.settings);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up the delivery agent: %m");
                 goto out;
         }
 
         r = sd_event_default(&d.event);
+        if (r < 0)
+                goto out;
+        /* WATCHDOG=1 from the loop when the unit sets WatchdogSec=. */
+        r = sd_event_set_watchdog(d.event, true);
         if (r < 0)
                 goto out;
         sigemptyset(&mask);

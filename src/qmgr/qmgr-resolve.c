@@ -260,7 +260,10 @@ int qmgr_resolve(Qmgr *q, const char *rcpt, QmgrRoute *ret) {
         if (!domain || !*domain)
                 local = true;
         else {
-                r = qmgr_domain_is_local(q, domain);
+                /* Postfix's resolve_local(): the class is mydestination
+                 * alone. $myorigin only widens alias lookups (a virtual
+                 * domain may well be $myorigin). */
+                r = qmgr_domain_list_match(&q->settings.mydestination, domain);
                 if (r < 0)
                         return r;
                 local = r > 0;

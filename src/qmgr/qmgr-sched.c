@@ -300,51 +300,62 @@ int qmgr_message_sync(QmgrMessage *m) {
         return 0;
 }
 
+/* Whether a relay name is one of the final delivery agents (success DSNs
+ * say "delivered"), as opposed to a remote server ("relayed" would need
+ * to know whether the server took NOTIFY itself, which Delivery1 does not
+ * report, so the remote server's own DSN support is relied on). */
+static bool relay_is_final(const char *relay) {
+        return streq(relay, "local") || streq(relay, "virtual") || streq(relay, "none");
+}
+
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec) {
         QueueRecipient *rc = &m->env.rcpts[i];
+        QmgrRcpt *st = &m->rcpts[i];
         uint64_t now = now_realtime();
         uint64_t arrival = (uint64_t) m->env.arrival.tv_sec * 1000000u +
                            (uint64_t) m->env.arrival.tv_usec;
-        char delay[32], a[32], b[32], d[32], status_byte = 0;
+        char delay[32], a[32], b[32], d[32], soft[16];
         _cleanup_free_ char *esc = str_escape_log(strempty(text), 1000);
         _cleanup_free_ char *orig = NULL;
         const char *msgid;
-        int level = LOG_INFO, r;
+        int notice = -1;
 
-        if (rc->status != QUEUE_RCPT_PENDING)
+        if (rc->status != QUEUE_RCPT_PENDING || st->notifying || st->notice)
                 return;
         if (streq(status, "bounced") && m->qmgr->settings.soft_bounce) {
                 status = "deferred";
                 if (dsn && dsn[0] == '5') {
-                        static char soft[16];
                         snprintf(soft, sizeof(soft), "4%s", dsn + 1);
                         dsn = soft;
                 }
         }
         if (streq(status, "sent")) {
-                status_byte = QUEUE_RCPT_DELIVERED;
                 msgid = MSGID_DELIVERED;
+                notice = (rc->notify & QUEUE_NOTIFY_SUCCESS) && relay_is_final(relay)
+                                 ? QMGR_NOTICE_SUCCESS
+                                 : -1;
         } else if (streq(status, "bounced")) {
-                status_byte = QUEUE_RCPT_BOUNCED;
                 msgid = MSGID_BOUNCED;
-        } else {
+                notice = QMGR_NOTICE_FAILURE;
+        } else
                 msgid = MSGID_DEFERRED;
-                free(m->rcpts[i].dsn);
-                free(m->rcpts[i].reason);
-                m->rcpts[i].dsn = strdup(strempty(dsn));
-                m->rcpts[i].reason = strdup(esc ? esc : "");
-        }
-        if (status_byte) {
-                r = queue_file_put_status(m->fd, rc, status_byte);
-                if (r < 0) {
+        free(st->dsn);
+        free(st->reason);
+        free(st->relay);
+        st->dsn = strdup(strempty(dsn));
+        st->reason = strdup(esc ? esc : "");
+        st->relay = strdup(strempty(relay));
+        st->notice_failed = false;
+        if (streq(status, "sent") && notice < 0) {
+                int r = queue_file_put_status(m->fd, rc, QUEUE_RCPT_DELIVERED);
+                if (r < 0)
                         /* Not recorded: the recipient stays pending and may
                          * be tried again, which is better than losing it. */
                         log_error_errno(r, "%s: cannot record the status of <%s>: %m", m->id,
                                         rc->address);
-                        level = LOG_ERR;
-                } else
-                        rc->status = status_byte;
+                else
+                        rc->status = QUEUE_RCPT_DELIVERED;
         }
         qmgr_format_delay((double) (now - MIN(arrival, now)) / 1e6, delay);
         qmgr_format_delay((double) (m->active_usec - MIN(arrival, m->active_usec)) / 1e6, a);
@@ -352,14 +363,17 @@ void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char
         qmgr_format_delay((double) (now - MIN(dispatch_usec, now)) / 1e6, d);
         if (rc->orig && !streq(rc->orig, rc->address))
                 orig = strdup_printf(", orig_to=<%s>", rc->orig);
-        log_mail(level, msgid, m->id,
+        log_mail(LOG_INFO, msgid, m->id,
                  LOG_FIELDS("POSTERN_RECIPIENT", rc->address, "POSTERN_ORIG_RECIPIENT", rc->orig,
-                            "POSTERN_RELAY", relay, "POSTERN_DSN", dsn, "POSTERN_STATUS", status),
+                            "POSTERN_SENDER", m->env.sender, "POSTERN_RELAY", relay,
+                            "POSTERN_DSN", dsn, "POSTERN_STATUS", status),
                  "to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/0/%s, dsn=%s, status=%s (%s)",
                  rc->address, strempty(orig), relay, delay, a, b, d, strempty(dsn), status,
                  strempty(esc));
-        if (status_byte == QUEUE_RCPT_BOUNCED && rc->status == QUEUE_RCPT_BOUNCED)
-                qmgr_bounce_notify(m->qmgr, m, QMGR_NOTICE_BOUNCE, &i, 1, dsn, esc ? esc : text, relay);
+        /* Bounced, or delivered with a success notice: done on disk only
+         * once the bounce service has queued the notice (qmgr-bounce.c). */
+        if (notice >= 0)
+                qmgr_bounce_want(m, i, (QmgrNotice) notice);
 }
 
 /* --- agents --------------------------------------------------------------- */
@@ -380,6 +394,9 @@ static int agent_connect(Qmgr *q, QmgrAgent *a) {
         r = sd_bus_new(&bus);
         if (r >= 0)
                 r = sd_bus_set_address(bus, address);
+        /* Deliver() carries the queue file as an fd. */
+        if (r >= 0)
+                r = sd_bus_negotiate_fds(bus, 1);
         if (r >= 0)
                 r = sd_bus_start(bus);
         if (r >= 0)
@@ -543,7 +560,12 @@ static int on_deliver_reply(sd_bus_message *reply, void *userdata, sd_bus_error 
         _cleanup_free_ char *text = NULL;
 
         if (e) {
-                if (sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY))
+                /* sd-bus answers NoReply both for a timeout and for a
+                 * connection that went away (the agent crashed). */
+                if (sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY) &&
+                    sd_bus_is_open(sd_bus_message_get_bus(reply)) <= 0)
+                        text = strdup("lost connection with the delivery agent");
+                else if (sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY))
                         text = strdup("delivery agent timed out");
                 else
                         text = strdup_printf("delivery agent failure: %s",

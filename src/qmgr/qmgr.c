@@ -225,6 +225,7 @@ static QmgrMessage *message_free(QmgrMessage *m) {
         for (size_t i = 0; i < m->env.n_rcpts; i++) {
                 free(m->rcpts[i].dsn);
                 free(m->rcpts[i].reason);
+                free(m->rcpts[i].relay);
         }
         free(m->rcpts);
         queue_envelope_done(&m->env);
@@ -419,7 +420,9 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
         for (size_t i = 0; i < m->env.n_rcpts; i++) {
                 QueueRecipient *rc = &m->env.rcpts[i];
                 QmgrRoute route = {0};
-                if (rc->status != QUEUE_RCPT_PENDING)
+                /* Done, or bounced by the alias expansion (its notice is
+                 * noted, the status byte follows the notice). */
+                if (rc->status != QUEUE_RCPT_PENDING || m->rcpts[i].notice)
                         continue;
                 r = qmgr_resolve(q, rc->address, &route);
                 if (r < 0) {
@@ -500,7 +503,9 @@ void qmgr_message_done(QmgrMessage *m) {
         size_t n_pending = 0;
         int r;
 
-        if (m->n_scheduled > 0 || m->n_jobs > 0)
+        /* Waiting recipients, deliveries or notices in flight: the last
+         * of them to finish calls us again. */
+        if (m->n_scheduled > 0 || m->n_jobs > 0 || m->n_notices > 0)
                 return;
         if (!qmgr_message_present(m)) {
                 message_free(m);
@@ -508,6 +513,11 @@ void qmgr_message_done(QmgrMessage *m) {
                 qmgr_update_idle(q);
                 return;
         }
+        /* The notices of this attempt, one report per kind as Postfix's
+         * bounce daemon writes them once the message is done. */
+        if (qmgr_bounce_flush(m) > 0)
+                return;
+        (void) qmgr_message_sync(m);
         arrival = (uint64_t) m->env.arrival.tv_sec * 1000000u + (uint64_t) m->env.arrival.tv_usec;
         age = now > arrival ? now - arrival : 0;
         lifetime = m->env.sender[0] ? q->settings.max_lifetime_usec
@@ -524,11 +534,14 @@ void qmgr_message_done(QmgrMessage *m) {
 
         if (n_pending > 0 && age >= lifetime) {
                 /* Too old: give up on what is still pending (Postfix: the
-                 * attempt that just failed was the last one). */
+                 * attempt that just failed was the last one). A recipient
+                 * whose bounce notice just failed waits for the next run. */
                 for (size_t k = 0; k < n_pending; k++) {
                         size_t i = pending[k];
                         char dsn[16];
                         _cleanup_free_ char *text = NULL;
+                        if (m->rcpts[i].notice_failed)
+                                continue;
                         snprintf(dsn, sizeof(dsn), "%s", m->rcpts[i].dsn ? m->rcpts[i].dsn : "4.4.7");
                         dsn[0] = '5';
                         text = strdup_printf("message expired after %llu seconds in the queue: %s",
@@ -538,18 +551,23 @@ void qmgr_message_done(QmgrMessage *m) {
                         qmgr_record_result(m, i, "bounced", dsn, "none", text ? text : "expired",
                                            now);
                 }
+                if (qmgr_bounce_flush(m) > 0)
+                        return;
                 (void) qmgr_message_sync(m);
-                n_pending = 0;
         } else if (n_pending > 0 && q->settings.delay_warning_usec > 0 &&
                    age >= q->settings.delay_warning_usec && m->env.sender[0] &&
-                   !(m->env.flags & QUEUE_FLAG_DELAY_WARNED)) {
-                qmgr_bounce_notify(q, m, QMGR_NOTICE_DELAY, pending, n_pending, NULL, NULL, NULL);
-                m->env.flags |= QUEUE_FLAG_DELAY_WARNED;
-                r = queue_file_set_flags(m->fd, m->env.flags);
-                if (r < 0)
-                        log_warning("%s: cannot record the delay warning: %s", m->id,
-                                    strerror(-r));
+                   !(m->env.flags & QUEUE_FLAG_DELAY_WARNED) && !m->delay_notice_failed) {
+                /* Postfix: delay warnings only with delay_warning_time > 0,
+                 * once per message; the bounce service honours NOTIFY. */
+                for (size_t k = 0; k < n_pending; k++)
+                        qmgr_bounce_want(m, pending[k], QMGR_NOTICE_DELAY);
+                if (qmgr_bounce_flush(m) > 0)
+                        return;
         }
+        n_pending = 0;
+        for (size_t i = 0; i < m->env.n_rcpts; i++)
+                if (m->env.rcpts[i].status == QUEUE_RCPT_PENDING)
+                        pending[n_pending++] = i;
 
         if (n_pending > 0) {
                 uint64_t due = now + backoff_for(q, age);
@@ -885,6 +903,7 @@ static void recover_active(Qmgr *q) {
 
 static void qmgr_done(Qmgr *q) {
         qmgr_bus_done(q);
+        qmgr_bounce_done(q);
         while (q->messages_head)
                 message_free(q->messages_head);
         qmgr_sched_done(q);
@@ -954,17 +973,6 @@ static int parse_argv(int argc, char **argv) {
         return 1;
 }
 
-static void log_diags(Diag *diags) {
-        for (size_t i = 0; i < diags->n; i++) {
-                _cleanup_free_ char *t = diag_entry_format(&diags->entries[i]);
-                if (diags->entries[i].level == DIAG_ERROR)
-                        log_error("%s", strempty(t));
-                else
-                        log_warning("%s", strempty(t));
-        }
-        diag_done(diags);
-}
-
 static int run(int argc, char **argv) {
         Qmgr q = {.queue_fd = -1, .incoming_fd = -1, .active_fd = -1, .listen_fd = -1};
         Diag diags = {0};
@@ -977,13 +985,13 @@ static int run(int argc, char **argv) {
         log_setup("postern-qmgr", NULL, LOG_TARGET_AUTO);
 
         r = conf_load(arg_config_dir, "qmgr", &diags, &q.config);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot load the configuration: %m");
                 goto out;
         }
         r = settings_load(q.config, &diags, &q.settings);
-        log_diags(&diags);
+        log_diags(&diags, true);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up the queue manager: %m");
                 goto out;
@@ -993,6 +1001,10 @@ static int run(int argc, char **argv) {
                 goto out;
 
         r = sd_event_default(&q.event);
+        if (r < 0)
+                goto out;
+        /* WATCHDOG=1 from the loop when the unit sets WatchdogSec=. */
+        r = sd_event_set_watchdog(q.event, true);
         if (r < 0)
                 goto out;
         sigemptyset(&mask);

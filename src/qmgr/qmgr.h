@@ -101,9 +101,13 @@ void qmgr_hash_done(QmgrHash *h);
 
 /* Per-recipient state of a message in the active queue. */
 typedef struct QmgrRcpt {
-        char *dsn;              /* last deferral: dsn and reason, NULL when none */
+        char *dsn;              /* last result: dsn and reason, NULL when none */
         char *reason;
+        char *relay;            /* relay of the last result, for notices */
         bool scheduled;         /* waiting in an entry or in flight */
+        int notice;             /* QmgrNotice + 1 to send at the next sync, 0 none */
+        bool notifying;         /* a Bounce1.Notify for it is in flight */
+        bool notice_failed;     /* the last notice could not be queued: defer it */
 } QmgrRcpt;
 
 struct QmgrMessage {
@@ -117,6 +121,8 @@ struct QmgrMessage {
         QmgrRcpt *rcpts;        /* env.n_rcpts */
         unsigned n_scheduled;   /* recipients waiting or in flight */
         unsigned n_jobs;        /* Deliver calls in flight */
+        unsigned n_notices;     /* Bounce1.Notify calls in flight */
+        bool delay_notice_failed;
         uint64_t active_usec;   /* CLOCK_REALTIME when it entered active/ */
         bool gone;              /* moved away or deleted by postsuper */
         QmgrMessage *prev, *next;       /* all active messages */
@@ -204,6 +210,8 @@ struct Qmgr {
 
         sd_event_source *idle_timer;
         bool exiting;
+
+        struct QmgrNoticeCall *notices; /* Bounce1.Notify calls in flight */
 };
 
 static inline int safe_close_fd(int fd) {
@@ -243,9 +251,12 @@ void qmgr_sched_forget_message(Qmgr *q, QmgrMessage *m);
 /* Clears dead destinations (all, or those whose next hop is site). */
 void qmgr_sched_reset_dead(Qmgr *q, const char *site);
 void qmgr_sched_done(Qmgr *q);
-/* Records the outcome of recipient i of m and logs it. status is "sent",
- * "deferred" or "bounced". The status byte is written but not synced; the
- * caller syncs (qmgr_message_sync()). */
+/* Records the outcome of recipient i of m and logs it (the one place that
+ * logs "to=<...>, relay=..., status=..." lines). status is "sent",
+ * "deferred" or "bounced". A plain delivery's status byte is written but
+ * not synced; the caller syncs (qmgr_message_sync()). A bounce, or a
+ * delivery with NOTIFY=SUCCESS, only notes the notice (qmgr_bounce_want()):
+ * its status byte follows the bounce service's reply. */
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec);
 int qmgr_message_sync(QmgrMessage *m);
@@ -293,15 +304,26 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors);
 
 /* qmgr-bounce.c */
 typedef enum QmgrNotice {
-        QMGR_NOTICE_BOUNCE,
-        QMGR_NOTICE_DELAY,
+        QMGR_NOTICE_FAILURE,    /* the recipient bounced: status 'B' after the reply */
+        QMGR_NOTICE_DELAY,      /* delay warning: the recipient stays pending */
+        QMGR_NOTICE_SUCCESS,    /* delivered with NOTIFY=SUCCESS: 'D' after the reply */
+        QMGR_NOTICE_RELAYED,    /* relayed to a peer without DSN, NOTIFY=SUCCESS: 'D' */
 } QmgrNotice;
-/* Asks the bounce service to send a non-delivery (or delay) notice for
- * recipients idx[0..n) of m, with dsn and text (NULL: each recipient's last
- * deferral) and the relay. Without a bounce service the event is logged and
- * nothing else happens. */
-void qmgr_bounce_notify(Qmgr *q, QmgrMessage *m, QmgrNotice kind, const size_t *idx, size_t n,
-                        const char *dsn, const char *text, const char *relay);
+/* Notes that recipient i of m needs a notice of this kind; dsn, reason and
+ * relay of m->rcpts[i] describe it. Sent by qmgr_bounce_flush(). */
+void qmgr_bounce_want(QmgrMessage *m, size_t i, QmgrNotice kind);
+/* Sends the notices noted for m (one Bounce1.Notify per kind and remote
+ * relay); called by qmgr_message_done() when nothing else is in flight.
+ * Recipients stay pending on disk until the reply; then bounced or
+ * delivered recipients get their status byte and the message moves on
+ * (qmgr_message_done()). When the call fails, the recipients are deferred
+ * and retried later, so that no notice is lost. Without a bounce service
+ * at all (no socket) the event is logged and the recipients are marked at
+ * once. Returns the number of calls started. */
+unsigned qmgr_bounce_flush(QmgrMessage *m);
+/* Forgets the calls in flight (shutdown): their recipients stay pending on
+ * disk and are tried again by the next queue manager. */
+void qmgr_bounce_done(Qmgr *q);
 
 /* qmgr-bus.c */
 int qmgr_bus_setup(Qmgr *q);

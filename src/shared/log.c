@@ -185,3 +185,18 @@ void log_mail(int level, const char *msgid, const char *qid, const char *const *
         all[n] = NULL;
         emit(level, text, all, NULL, 0, NULL);
 }
+
+void log_diags(Diag *diags, bool warnings) {
+        for (size_t i = 0; i < diags->n; i++) {
+                const DiagEntry *e = &diags->entries[i];
+                _cleanup_free_ char *t = diag_entry_format(e);
+                bool error = e->level == DIAG_ERROR;
+
+                if (!t || (!error && !warnings))
+                        continue;
+                log_mail(error ? LOG_ERR : LOG_WARNING,
+                         error ? MSGID_CONFIG_ERROR : MSGID_CONFIG_WARNING, NULL, LOG_NO_FIELDS,
+                         "%s", t);
+        }
+        diag_done(diags);
+}

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <syslog.h>
 
+#include "diag.h"
 #include "log-msgid.h"
 #include "macro.h"
 
@@ -54,3 +55,9 @@ int log_internal(int level, int error, const char *file, int line, const char *f
  * the text is prefixed with "QID: "), the given fields, and the text. */
 void log_mail(int level, const char *msgid, const char *qid, const char *const *fields,
               const char *fmt, ...) _printf_(5, 6);
+
+/* Logs the entries of a diagnostics list ("FILE:LINE: error: TEXT"):
+ * errors with MESSAGE_ID MSGID_CONFIG_ERROR, and warnings (when warnings is
+ * set: a reload would only repeat them) with MSGID_CONFIG_WARNING; then
+ * empties the list. */
+void log_diags(Diag *diags, bool warnings);

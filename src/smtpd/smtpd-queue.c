@@ -168,6 +168,8 @@ static int on_finished(sd_event_source *es, int fd, uint32_t revents, void *user
                  * unlinks its temporary file: nothing half-written stays. */
                 c->writer = queue_writer_free(c->writer);
                 q->n_outstanding--;
+                if (c->result == 0)
+                        q->smtpd->n_queued++;
                 if (c->done)
                         c->done(c->userdata, c->result);
                 free(c);

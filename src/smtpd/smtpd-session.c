@@ -33,6 +33,7 @@
 #include "log.h"
 #include "queue-file.h"
 #include "queue-id.h"
+#include "smtpd-check.h"
 #include "smtpd-proto.h"
 #include "smtpd.h"
 
@@ -46,6 +47,7 @@ typedef enum SmtpState {
         SMTP_STATE_DATA,
         SMTP_STATE_BDAT,
         SMTP_STATE_COMMIT,
+        SMTP_STATE_CHECK,               /* waiting for the access policy (DNS, policy server) */
         SMTP_STATE_TLS_HANDSHAKE,
         SMTP_STATE_AUTH_SERVER,
         SMTP_STATE_AUTH_CLIENT,
@@ -102,6 +104,7 @@ typedef struct SmtpTransaction {
         uint64_t chunk_size;
         bool chunk_last;
         SmtpdCommit *commit;
+        char **prepend;                 /* headers from PREPEND access actions */
 } SmtpTransaction;
 
 struct SmtpSession {
@@ -142,6 +145,12 @@ struct SmtpSession {
         char *sasl_username;            /* escaped for logs and the queue file */
         char *sasl_mech;                /* mechanism of the AUTH in progress */
         SmtpdSaslRequest *sasl_req;
+        /* Access policy (smtpd-check.c). */
+        SmtpdCheck *check;
+        bool ill_pipelining;            /* commands sent ahead without PIPELINING */
+        void (*check_cont)(SmtpSession *s, const RestrictResult *res);
+        SmtpRcptArgs pending_rcpt;      /* RCPT waiting for the policy */
+        SmtpVerb pending_verb;
 };
 
 static void session_run(SmtpSession *s);
@@ -174,6 +183,7 @@ static SmtpTransaction *transaction_free(SmtpTransaction *t) {
         strbuf_done(&t->decoded);
         free(t->reject);
         free(t->redirect);
+        strv_free(t->prepend);
         free(t);
         return NULL;
 }
@@ -330,6 +340,85 @@ static const char *protocol_name(SmtpSession *s) {
         };
         bool utf8 = s->tx && s->tx->mail.smtputf8;
         return names[utf8][s->esmtp][(s->tls_info ? 2 : 0) + (s->sasl_username ? 1 : 0)];
+}
+
+/* Access policy (smtpd-check.c). An evaluation may wait for DNS or a
+ * policy server: the session then sits in SMTP_STATE_CHECK (input is
+ * buffered, not processed) and the continuation runs when the answer is
+ * in, as after a queue commit. */
+static void build_request(SmtpSession *s, RestrictRequest *req) {
+        SmtpTransaction *t = s->tx;
+        *req = (RestrictRequest) {
+                .service = S(s)->service,
+                .client_addr = s->have_addr ? &s->addr : NULL,
+                .helo = s->helo,
+                .sender = t ? t->mail.sender : NULL,
+                .sasl_username = s->sasl_username,
+                .sasl_method = s->sasl_method,
+                .queue_id = t && t->queue_id[0] ? t->queue_id : NULL,
+                .protocol = s->esmtp ? "ESMTP" : "SMTP",
+                .tls = s->tls_info != NULL,
+                .smtputf8 = t && t->mail.smtputf8,
+                .ill_pipelining = s->ill_pipelining,
+                .rcpt_count = t ? (unsigned) t->env.n_rcpts : 0,
+                .size = t ? t->mail.size : 0,
+        };
+}
+
+/* Logs warn, reject_warning, hold and discard events of a check in the
+ * shape of Postfix's smtpd ("NOQUEUE: warn: RCPT from ...: text; from=<>
+ * to=<> proto=ESMTP helo=<>"). */
+static void log_notes(SmtpSession *s, const char *verb, const RestrictResult *res,
+                      const char *rcpt) {
+        SmtpTransaction *t = s->tx;
+        for (size_t i = 0; i < res->n_notes; i++) {
+                _cleanup_free_ char *from = t ? str_escape_log(t->mail.sender, 300) : NULL,
+                                    *to = rcpt ? str_escape_log(rcpt, 300) : NULL,
+                                    *text = str_escape_log(res->notes[i].text, 500);
+                log_mail(LOG_INFO, MSGID_REJECT, t && t->queue_id[0] ? t->queue_id : NULL,
+                         LOG_FIELDS("POSTERN_CLIENT", s->client, "POSTERN_SENDER", from,
+                                    "POSTERN_RECIPIENT", to),
+                         "%s%s: %s from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+                         t && t->queue_id[0] ? "" : "NOQUEUE: ", res->notes[i].action, verb,
+                         s->client, strempty(text), strempty(from), strempty(to),
+                         s->esmtp ? "ESMTP" : "SMTP", strempty(s->helo));
+        }
+}
+
+/* HOLD, DISCARD and PREPEND apply to the whole transaction. */
+static void apply_effects(SmtpSession *s, const RestrictResult *res) {
+        SmtpTransaction *t = s->tx;
+        if (!t)
+                return;
+        if (res->hold)
+                t->hold = true;
+        if (res->discard)
+                t->discard = true;
+        STRV_FOREACH(h, res->prepend)
+                (void) strv_extend(&t->prepend, *h);
+}
+
+typedef void (*CheckCont)(SmtpSession *s, const RestrictResult *res);
+static void on_check_done(void *userdata);
+
+static void session_check(SmtpSession *s, RestrictStage stage, const RestrictRequest *req,
+                          CheckCont cont) {
+        static const RestrictResult oom = {.reject = true,
+                                           .reply = (char *) "451 4.3.0 Error: out of memory"};
+        int r = smtpd_check_start(s->check, stage, req, on_check_done, s);
+        if (r < 0) {
+                cont(s, &oom);
+                return;
+        }
+        if (r > 0) {
+                cont(s, smtpd_check_result(s->check));
+                smtpd_check_release(s->check);
+                return;
+        }
+        s->check_cont = cont;
+        s->state = SMTP_STATE_CHECK;
+        /* Replies to earlier pipelined commands go out while we wait. */
+        (void) session_flush(s);
 }
 
 static void rfc5322_date(time_t t, char *buf, size_t size) {
@@ -599,10 +688,16 @@ static int message_start(SmtpSession *s, bool bdat) {
         if (!received)
                 return -ENOMEM;
         message_write(s, received, strlen(received));
+        STRV_FOREACH(h, t->prepend) {
+                message_write(s, *h, strlen(*h));
+                message_write(s, "\n", 1);
+        }
         return 0;
 }
 
 static void on_commit_done(void *userdata, int r);
+static void eod_checked(SmtpSession *s, const RestrictResult *res);
+static void message_commit(SmtpSession *s);
 
 /* The end of DATA or of the last BDAT chunk: answer the content checks and
  * limits, finish the queue file and hand it to the committer. */
@@ -628,6 +723,36 @@ static void message_end(SmtpSession *s) {
                 reply(s, "%s", storage_reply(t->write_error));
                 goto done;
         }
+        if (!smtpd_check_stage_empty(s->check, RESTRICT_STAGE_EOD)) {
+                RestrictRequest req;
+                build_request(s, &req);
+                req.size = t->size;
+                session_check(s, RESTRICT_STAGE_EOD, &req, eod_checked);
+                return;
+        }
+        message_commit(s);
+        return;
+done:
+        transaction_reset(s);
+}
+
+static void eod_checked(SmtpSession *s, const RestrictResult *res) {
+        log_notes(s, "END-OF-MESSAGE", res, NULL);
+        if (res->reject) {
+                log_reject(s, "END-OF-MESSAGE", res->reply);
+                reply(s, "%s", res->reply);
+                transaction_reset(s);
+                return;
+        }
+        apply_effects(s, res);
+        message_commit(s);
+}
+
+/* Finishes the queue file and hands it to the committer. */
+static void message_commit(SmtpSession *s) {
+        SmtpTransaction *t = s->tx;
+        int r;
+
         if (t->discard) {
                 /* Accepted and dropped, as Postfix's DISCARD does. */
                 reply(s, "250 2.0.0 Ok: queued as %s", t->queue_id);
@@ -699,6 +824,28 @@ static void on_commit_done(void *userdata, int r) {
         }
 }
 
+static void on_check_done(void *userdata) {
+        SmtpSession *s = userdata;
+        unsigned errors_before = s->error_count;
+        CheckCont cont = s->check_cont;
+
+        s->check_cont = NULL;
+        s->state = SMTP_STATE_COMMAND;
+        cont(s, smtpd_check_result(s->check));
+        smtpd_check_release(s->check);
+        if (!s->dead && s->state == SMTP_STATE_COMMAND && after_error_checks(s))
+                maybe_error_sleep(s, errors_before);
+        if (!s->in_callback) {
+                s->in_callback = true;
+                (void) session_flush(s);
+                session_run(s);
+                s->in_callback = false;
+                session_update_events(s);
+                if (s->dead)
+                        smtp_session_free(s);
+        }
+}
+
 static bool starttls_offered(SmtpSession *s) {
         return !s->tls_info && s->smtpd->tls && S(s)->tls_level != SMTPD_TLS_NONE &&
                !S(s)->tls_wrappermode;
@@ -715,6 +862,12 @@ static bool auth_offered(SmtpSession *s) {
 
 /* Commands. Each returns true when the command succeeded (for the
  * disconnect statistics). */
+static void helo_checked(SmtpSession *s, const RestrictResult *res);
+static bool helo_reply(SmtpSession *s, SmtpVerb verb);
+static void mail_checked(SmtpSession *s, const RestrictResult *res);
+static void rcpt_checked(SmtpSession *s, const RestrictResult *res);
+static void data_checked(SmtpSession *s, const RestrictResult *res);
+static bool data_begin(SmtpSession *s);
 static bool cmd_helo(SmtpSession *s, SmtpVerb verb, const char *args) {
         if (!*args) {
                 reply(s, "501 5.5.4 Syntax: %s hostname", verb == SMTP_VERB_EHLO ? "EHLO" : "HELO");
@@ -732,6 +885,30 @@ static bool cmd_helo(SmtpSession *s, SmtpVerb verb, const char *args) {
                         *p = '_';
         transaction_reset(s);
         s->esmtp = verb == SMTP_VERB_EHLO;
+        if (!smtpd_check_stage_empty(s->check, RESTRICT_STAGE_HELO)) {
+                RestrictRequest req;
+                build_request(s, &req);
+                s->pending_verb = verb;
+                session_check(s, RESTRICT_STAGE_HELO, &req, helo_checked);
+                return false;   /* counted by helo_checked() */
+        }
+        return helo_reply(s, verb);
+}
+
+static void helo_checked(SmtpSession *s, const RestrictResult *res) {
+        log_notes(s, smtp_verb_name(s->pending_verb), res, NULL);
+        if (res->reject) {
+                log_reject(s, smtp_verb_name(s->pending_verb), res->reply);
+                reply(s, "%s", res->reply);
+                s->helo = mfree(s->helo);
+                s->esmtp = false;
+                return;
+        }
+        if (helo_reply(s, s->pending_verb))
+                s->cmd_ok[s->pending_verb]++;
+}
+
+static bool helo_reply(SmtpSession *s, SmtpVerb verb) {
         if (verb == SMTP_VERB_HELO) {
                 reply(s, "250 %s", S(s)->myhostname);
                 return true;
@@ -786,6 +963,10 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
                 reply(s, "503 5.5.1 Error: nested MAIL command");
                 return false;
         }
+        if (!s->helo && smtpd_check_helo_required(s->check)) {
+                reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+                return false;
+        }
         r = smtp_mail_parse(args, parse_flags(s), &m, &err);
         if (r == -ENOMEM) {
                 reply(s, "451 4.3.0 Error: out of memory");
@@ -800,6 +981,14 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
                 smtp_mail_args_done(&m);
                 reply(s, "552 5.3.4 Message size exceeds fixed limit");
                 return false;
+        }
+        {
+                _cleanup_free_ char *deny = NULL;
+                if (smtpd_check_rate(s->check, ANVIL_RATE_MESSAGE, &deny) == 0) {
+                        smtp_mail_args_done(&m);
+                        reply(s, "%s", deny);
+                        return false;
+                }
         }
         t = calloc(1, sizeof(*t));
         if (!t) {
@@ -833,14 +1022,32 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
                 reply(s, "451 4.3.0 Error: out of memory");
                 return false;
         }
+        if (!smtpd_check_stage_empty(s->check, RESTRICT_STAGE_MAIL)) {
+                RestrictRequest req;
+                build_request(s, &req);
+                session_check(s, RESTRICT_STAGE_MAIL, &req, mail_checked);
+                return false;   /* counted by mail_checked() */
+        }
         reply(s, "250 2.1.0 Ok");
         return true;
+}
+
+static void mail_checked(SmtpSession *s, const RestrictResult *res) {
+        log_notes(s, "MAIL", res, NULL);
+        if (res->reject) {
+                log_reject(s, "MAIL", res->reply);
+                reply(s, "%s", res->reply);
+                transaction_reset(s);
+                return;
+        }
+        apply_effects(s, res);
+        reply(s, "250 2.1.0 Ok");
+        s->cmd_ok[SMTP_VERB_MAIL]++;
 }
 
 static bool cmd_rcpt(SmtpSession *s, const char *args) {
         SmtpTransaction *t = s->tx;
         SmtpRcptArgs a = {0};
-        _cleanup_free_ char *deny = NULL, *full = NULL;
         const char *err = NULL;
         int r;
 
@@ -867,35 +1074,54 @@ static bool cmd_rcpt(SmtpSession *s, const char *args) {
                 reply(s, "452 4.5.3 Error: too many recipients");
                 return false;
         }
-        /* Postfix's cleanup appends @$myorigin to a bare local part. */
-        if (a.addr_flags & ADDR_FLAG_NO_DOMAIN)
-                full = strdup_printf("%s@%s", a.address, S(s)->myorigin);
-        r = smtpd_check_recipient(s->smtpd, s->have_addr ? &s->addr : NULL, s->sasl_username,
-                                  a.address, &deny);
-        if (r < 0) {
-                log_warning("recipient check for %s failed: %s; deferring", s->client, strerror(-r));
-                smtp_rcpt_args_done(&a);
-                reply(s, "451 4.3.0 <%s>: Temporary lookup failure", a.address);
-                return false;
+        {
+                _cleanup_free_ char *deny = NULL;
+                if (smtpd_check_rate(s->check, ANVIL_RATE_RECIPIENT, &deny) == 0) {
+                        smtp_rcpt_args_done(&a);
+                        reply(s, "%s", deny);
+                        return false;
+                }
         }
-        if (r == 0) {
+        {
+                RestrictRequest req;
+                build_request(s, &req);
+                req.recipient = a.address;
+                s->pending_rcpt = a;
+                session_check(s, RESTRICT_STAGE_RCPT, &req, rcpt_checked);
+        }
+        return false;   /* counted by rcpt_checked() */
+}
+
+static void rcpt_checked(SmtpSession *s, const RestrictResult *res) {
+        SmtpTransaction *t = s->tx;
+        SmtpRcptArgs a = s->pending_rcpt;
+        _cleanup_free_ char *full = NULL;
+        int r;
+
+        s->pending_rcpt = (SmtpRcptArgs) {0};
+        log_notes(s, "RCPT", res, a.address);
+        if (res->reject) {
                 _cleanup_free_ char *esc = str_escape_log(a.address, 300),
                                     *from = str_escape_log(t->mail.sender, 300);
                 log_mail(LOG_INFO, MSGID_REJECT, t->queue_id[0] ? t->queue_id : NULL,
                          LOG_FIELDS("POSTERN_CLIENT", s->client, "POSTERN_SENDER", from,
                                     "POSTERN_RECIPIENT", esc),
                          "%sreject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-                         t->queue_id[0] ? "" : "NOQUEUE: ", s->client, deny, strempty(from), strempty(esc), protocol_name(s),
-                         strempty(s->helo));
-                reply(s, "%s", deny);
+                         t->queue_id[0] ? "" : "NOQUEUE: ", s->client, res->reply, strempty(from),
+                         strempty(esc), protocol_name(s), strempty(s->helo));
+                reply(s, "%s", res->reply);
                 smtp_rcpt_args_done(&a);
-                return false;
+                return;
         }
+        apply_effects(s, res);
+        /* Postfix's cleanup appends @$myorigin to a bare local part. */
+        if (a.addr_flags & ADDR_FLAG_NO_DOMAIN)
+                full = strdup_printf("%s@%s", a.address, S(s)->myorigin);
         r = queue_envelope_add_rcpt(&t->env, full ? full : a.address, a.notify, a.orcpt);
         smtp_rcpt_args_done(&a);
         if (r < 0) {
                 reply(s, "451 4.3.0 Error: out of memory");
-                return false;
+                return;
         }
         if (!t->queue_id[0]) {
                 queue_id_new(&t->env.arrival, t->queue_id);
@@ -912,7 +1138,7 @@ static bool cmd_rcpt(SmtpSession *s, const char *args) {
                                  LOG_FIELDS("POSTERN_CLIENT", s->client), "client=%s", s->client);
         }
         reply(s, "250 2.1.5 Ok");
-        return true;
+        s->cmd_ok[SMTP_VERB_RCPT]++;
 }
 
 static bool cmd_data(SmtpSession *s, const char *args) {
@@ -934,6 +1160,27 @@ static bool cmd_data(SmtpSession *s, const char *args) {
                 reply(s, "554 5.5.1 Error: no valid recipients");
                 return false;
         }
+        if (!smtpd_check_stage_empty(s->check, RESTRICT_STAGE_DATA)) {
+                RestrictRequest req;
+                build_request(s, &req);
+                session_check(s, RESTRICT_STAGE_DATA, &req, data_checked);
+                return false;
+        }
+        return data_begin(s);
+}
+
+static void data_checked(SmtpSession *s, const RestrictResult *res) {
+        log_notes(s, "DATA", res, NULL);
+        if (res->reject) {
+                log_reject(s, "DATA", res->reply);
+                reply(s, "%s", res->reply);
+                return;
+        }
+        apply_effects(s, res);
+        (void) data_begin(s);
+}
+
+static bool data_begin(SmtpSession *s) {
         if (message_start(s, false) < 0) {
                 transaction_reset(s);
                 return false;
@@ -1012,6 +1259,14 @@ static bool cmd_starttls(SmtpSession *s, const char *args) {
         if (!s->smtpd->tls) {
                 reply(s, "454 4.7.0 TLS not available due to local problem");
                 return false;
+        }
+        {
+                _cleanup_free_ char *deny = NULL;
+                if (smtpd_check_rate(s->check, ANVIL_RATE_NEW_TLS, &deny) == 0) {
+                        reply(s, "%s", deny);
+                        session_close(s);
+                        return false;
+                }
         }
         reply(s, "220 2.0.0 Ready to start TLS");
         /* RFC 3207 5 and CVE-2011-0411: plaintext the client sent after
@@ -1175,6 +1430,13 @@ static bool cmd_auth(SmtpSession *s, const char *args) {
                 reply(s, "503 5.5.1 Error: MAIL transaction in progress");
                 return false;
         }
+        {
+                _cleanup_free_ char *deny = NULL;
+                if (smtpd_check_rate(s->check, ANVIL_RATE_AUTH, &deny) == 0) {
+                        reply(s, "%s", deny);
+                        return false;
+                }
+        }
         sp = strchr(args, ' ');
         mech = sp ? strndup(args, (size_t) (sp - args)) : strdup(args);
         if (!mech) {
@@ -1276,6 +1538,11 @@ static void handle_command(SmtpSession *s, char *line, size_t len) {
         verb = smtp_verb_parse(line, &args);
         s->last_verb = verb;
         s->cmd_total[verb]++;
+        /* For reject_unauth_pipelining: input ahead of a command that
+         * ends a group, or any input ahead without ESMTP PIPELINING. */
+        if (s->in.len > s->in_pos && verb != SMTP_VERB_QUIT &&
+            (smtp_verb_ends_group(verb) || !s->esmtp))
+                s->ill_pipelining = true;
 
         /* RFC 2920 3.1: after a command that ends a group the client must
          * wait for the reply. Input already here betrays a client that does
@@ -1427,7 +1694,8 @@ static bool feed_content(SmtpSession *s) {
 /* Processes buffered input as far as the state allows. */
 static void session_run(SmtpSession *s) {
         while (!s->dead && !s->sleeping && s->state != SMTP_STATE_CLOSING &&
-               s->state != SMTP_STATE_COMMIT && s->state != SMTP_STATE_TLS_HANDSHAKE &&
+               s->state != SMTP_STATE_COMMIT && s->state != SMTP_STATE_CHECK &&
+               s->state != SMTP_STATE_TLS_HANDSHAKE &&
                s->state != SMTP_STATE_AUTH_SERVER && s->out.len < OUTPUT_HIGH_WATER) {
                 size_t len = 0, consumed = 0;
                 bool bare_lf = false;
@@ -1588,8 +1856,9 @@ out:
 static int on_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
         SmtpSession *s = userdata;
 
-        if (s->state == SMTP_STATE_COMMIT) {
-                /* Our own disk is slow, not the client: wait on. */
+        if (s->state == SMTP_STATE_COMMIT || s->state == SMTP_STATE_CHECK) {
+                /* Our own disk (or DNS, bounded by its own timeouts) is
+                 * slow, not the client: wait on. */
                 session_touch(s);
                 return sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         }
@@ -1661,6 +1930,8 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
                 log_disconnect(s);
         transaction_free(s->tx);
         smtpd_sasl_cancel(s->sasl_req);
+        smtpd_check_session_free(s->check);
+        smtp_rcpt_args_done(&s->pending_rcpt);
         sd_event_source_disable_unref(s->io_source);
         sd_event_source_disable_unref(s->timer);
         sd_event_source_disable_unref(s->sleep_timer);
@@ -1761,6 +2032,29 @@ int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret) {
                 goto fail;
         log_mail(LOG_INFO, MSGID_CONNECT, NULL, LOG_FIELDS("POSTERN_CLIENT", s->client),
                  "connect from %s", s->client);
+        {
+                /* Connection count and rate limits (anvil). */
+                _cleanup_free_ char *deny = NULL;
+                r = smtpd_check_session_new(d, s->have_addr ? &s->addr : NULL, s->client,
+                                            &s->check, &deny);
+                if (r < 0)
+                        goto fail_logged;
+                if (r == 0 && d->settings.tls_wrappermode)
+                        goto fail_logged;       /* no plaintext reply on smtps */
+                if (r == 0) {
+                        reply(s, "%s", deny);
+                        session_close(s);
+                        session_update_events(s);
+                        if (s->dead)
+                                smtp_session_free(s);
+                        else if (ret)
+                                *ret = s;
+                        return 0;
+                }
+                if (d->settings.tls_wrappermode &&
+                    smtpd_check_rate(s->check, ANVIL_RATE_NEW_TLS, &deny) == 0)
+                        goto fail_logged;
+        }
         if (d->settings.tls_wrappermode) {
                 /* smtps: TLS first, the greeting after the handshake. */
                 if (!d->tls) {

@@ -1,6 +1,7 @@
-/* smtpd.h: the role-wide context of postern-smtpd. Smtpd owns the sd-event
- * loop, the configuration and the settings read from it, the listening
- * sockets handed over by systemd, the sessions, the queue committer and the
+/* smtpd.h: the role-wide context of a postern-smtpd worker process (the
+ * supervisor in smtpd.c forks the workers). Smtpd owns the sd-event loop,
+ * the configuration and the settings read from it, the listening sockets
+ * handed over by systemd, the sessions, the queue committer and the
  * connection to the queue manager. Sessions (smtpd-session.c) and the queue
  * (smtpd-queue.c) work against it; the relay check (smtpd-check.c) is one
  * function so that the restriction engine can replace it. */
@@ -31,8 +32,9 @@ typedef enum SmtpdBareNewline {
         SMTPD_BARE_NEWLINE_REJECT,      /* 521 5.5.2 and disconnect */
 } SmtpdBareNewline;
 
-/* Everything the sessions read from the configuration, resolved once at
- * start (a reload would build a new one). Strings are owned. */
+/* Everything the sessions read from the configuration, resolved once when
+ * a worker starts; it never changes (a reload starts new workers). Strings
+ * are owned. */
 typedef struct SmtpdSettings {
         char *service;
         char *myhostname;
@@ -95,12 +97,16 @@ struct Smtpd {
         bool accepting;
         SmtpSession *sessions;          /* doubly linked list */
         unsigned n_sessions;
-        sd_event_source *idle_timer;
         SmtpdQueue *queue;
         sd_bus *qmgr_bus;
         uint64_t qmgr_retry_after;      /* CLOCK_MONOTONIC usec */
-        uint64_t status_updated;        /* last STATUS= */
         bool exiting;
+        bool draining;                  /* told to stop accepting; exits once idle */
+        int master_fd;                  /* report socket to the supervisor (smtpd.c) */
+        sd_event_source *master_source;
+        sd_event_source *report_timer;
+        bool reported_busy;
+        uint64_t n_queued;              /* messages committed by this worker */
         TlsContext *tls;                /* current server context; a reload replaces it */
         SmtpdSasl *sasl;                /* Dovecot auth client, NULL without AUTH */
 };
@@ -109,8 +115,9 @@ struct Smtpd {
 int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret);
 SmtpSession *smtp_session_free(SmtpSession *s);
 
-/* Called whenever a session ends or a commit completes: rearms the idle
- * timer and resumes accepting below the session limit (smtpd.c). */
+/* Called whenever a session ends or a commit completes: resumes accepting
+ * below the session limit and reports the counts to the supervisor, which
+ * decides about idle exit (smtpd.c). */
 void smtpd_session_count_changed(Smtpd *d);
 
 /* Relay safety (smtpd-check.c): > 0 the recipient is acceptable (our

@@ -24,6 +24,7 @@
 #include "fileio.h"
 #include "map.h"
 #include "postconf-lib.h"
+#include "posternctl-check-units.h"
 #include "posternctl.h"
 #include "strutil.h"
 
@@ -341,20 +342,22 @@ static void help(void) {
                "\n"
                "  -c, --config-dir=DIR  check the configuration in DIR\n"
                "  --json                print the diagnostics as a JSON array\n"
+               "  --unit-dir=DIR        read the socket units from DIR only\n"
                "  -q, --quiet           print nothing when all is well\n");
 }
 
 int verb_check(int argc, char **argv) {
-        enum { ARG_JSON = 0x100, ARG_HELP };
+        enum { ARG_JSON = 0x100, ARG_HELP, ARG_UNIT_DIR };
         static const struct option options[] = {
                 {"config-dir", required_argument, NULL, 'c'},
                 {"json", no_argument, NULL, ARG_JSON},
+                {"unit-dir", required_argument, NULL, ARG_UNIT_DIR},
                 {"quiet", no_argument, NULL, 'q'},
                 {"help", no_argument, NULL, ARG_HELP},
                 {},
         };
         _cleanup_(conf_unrefp) Config *c = NULL;
-        const char *dir = NULL;
+        const char *dir = NULL, *unit_dir = NULL;
         bool json = false, quiet = false;
         Check k = {0};
         size_t n_set = 0, n_services = 0;
@@ -371,6 +374,9 @@ int verb_check(int argc, char **argv) {
                         break;
                 case ARG_JSON:
                         json = true;
+                        break;
+                case ARG_UNIT_DIR:
+                        unit_dir = optarg;
                         break;
                 case ARG_HELP:
                         help();
@@ -420,8 +426,14 @@ int verb_check(int argc, char **argv) {
                         if (overrides_tls(names))
                                 check_tls(&k, sc);
                 }
+
+                /* Listening sockets against inet_interfaces/inet_protocols. */
+                (void) check_socket_units(&k.diags, dir, unit_dir);
         }
 
+        /* Relay control of the SMTP services (posternctl-policy.c). */
+        if (c && policy_check_relay(dir, c, &k.diags) < 0)
+                diag_error(&k.diags, NULL, 0, "out of memory");
         status = k.diags.n_errors > 0 ? 1 : 0;
         diag_dedup(&k.diags);
         if (json)

@@ -24,8 +24,10 @@ static int verb_conf(int argc, char **argv) {
 static const Verb verbs[] = {
         {"check", verb_check, "validate the configuration, lookup tables and TLS files"},
         {"conf", verb_conf, "show or edit parameters (the options of postconf)"},
+        {"policy", verb_policy, "explain the SMTP access policy for a client, step by step"},
         {"migrate", verb_migrate, "import a Postfix configuration directory"},
         {"queue", verb_queue, "list, show, hold, release, delete, requeue or flush queued mail"},
+        {"trace", verb_trace, "show a message's journal entries from all units, in time order"},
 };
 
 static void help(void) {

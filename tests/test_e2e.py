@@ -1,0 +1,376 @@
+"""End-to-end tests: the real daemons (postern-smtpd, -qmgr, -deliver-local,
+-deliver-remote, -bounce, -pickup) run together, each under
+systemd-socket-activate with one private configuration directory, queue and
+runtime directory (e2e_helpers.py). Mail goes in as users send it (smtplib,
+sendmail) and the tests look at what users see: Maildirs, bounce reports,
+mailq output and the log lines of every daemon.
+
+Needs root (useradd, delivery as other users, network namespaces) and
+systemd-socket-activate."""
+import json
+import os
+import pwd
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from e2e_helpers import (PROGRAMS, QUEUE_ID_RE, SOCKET_ACTIVATE, Instance, maildir_messages,
+                         make_user, read_message, remove_user, stop_process, wait_for)
+from netns_helpers import CLIENT_ADDR, PEER_ADDRS, Dnsmasq, Network, have_root_netns
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason='needs root'),
+    pytest.mark.skipif(not SOCKET_ACTIVATE, reason='systemd-socket-activate not installed'),
+    pytest.mark.skipif(not all(os.access(p, os.X_OK) for p in PROGRAMS.values()),
+                       reason='daemons not built'),
+]
+
+
+@pytest.fixture
+def make():
+    made = []
+
+    def instance(main_cf='', **kw):
+        i = Instance(main_cf, **kw)
+        made.append(i)
+        return i
+
+    yield instance
+    errors = []
+    for i in reversed(made):
+        try:
+            i.cleanup()
+        except AssertionError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def virtual_instance(make, extra=''):
+    inst = make(extra)
+    mailboxes = inst.table('vmailbox', 'info@example.com    example.com/info/\n'
+                                       'sales@example.com   example.com/sales/\n')
+    aliases = inst.table('virtual', 'postmaster@example.com  info@example.com\n'
+                                    '@example.net            sales@example.com\n')
+    with open(os.path.join(inst.confdir, 'main.cf'), 'a') as f:
+        f.write('virtual_mailbox_domains = example.com\n'
+                'virtual_mailbox_maps = %s\n'
+                'virtual_alias_domains = example.net\n'
+                'virtual_alias_maps = %s\n'
+                'virtual_uid_maps = static:5000\n'
+                'virtual_gid_maps = static:5000\n' % (mailboxes, aliases))
+    return inst
+
+
+def test_virtual_domains(make):
+    """The tutorial's virtual mailbox domain: mailboxes from a hash: table
+    built with postmap, an alias and a catch-all domain, uid/gid 5000."""
+    inst = virtual_instance(make).start()
+    qid = inst.send('someone@example.com', ['postmaster@example.com', 'anyone@example.net'])
+    qid2 = inst.send('someone@example.com', ['sales@example.com'], subject='direct')
+    info = os.path.join(inst.vmail, 'example.com', 'info')
+    sales = os.path.join(inst.vmail, 'example.com', 'sales')
+    wait_for(lambda: len(maildir_messages(info)) == 1 and len(maildir_messages(sales)) == 2,
+             what='three deliveries')
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    inst.wait_log('qmgr', r'%s: removed' % qid2)
+    for path in maildir_messages(info) + maildir_messages(sales):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid) == (5000, 5000)
+    msg = read_message(maildir_messages(info)[0])
+    assert msg['Delivered-To'] == 'info@example.com'
+    assert msg['X-Original-To'] == 'postmaster@example.com'
+    by_subject = {read_message(p)['Subject']: read_message(p) for p in maildir_messages(sales)}
+    assert by_subject['test']['X-Original-To'] == 'anyone@example.net'
+    assert by_subject['direct']['X-Original-To'] == 'sales@example.com'
+    log = inst.log_text('qmgr')
+    assert re.search(r'%s: to=<sales@example.com>, orig_to=<anyone@example.net>, '
+                     r'relay=virtual, delay=[0-9.]+, delays=[0-9./]+, dsn=2.0.0, '
+                     r'status=sent \(delivered to maildir\)' % qid, log), log
+    # Exactly one daemon logs the delivery.
+    assert 'status=sent' not in inst.log_text('deliver-local')
+    assert inst.queue_empty()
+
+
+@pytest.fixture
+def local_user():
+    """A throw-away system user with a home under a temporary directory."""
+    root = tempfile.mkdtemp(prefix='postern-e2e-home.', dir='/tmp')
+    os.chmod(root, 0o755)
+    name = 'pe2e%04d' % random.randrange(10000)
+    made = []
+    try:
+        home = make_user(name, root)
+        made.append(name)
+        yield pwd.getpwnam(name)
+    finally:
+        for n in made:
+            remove_user(n)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_home_maildir(make, local_user):
+    """home_mailbox = Maildir/: delivery into the user's home, as the user."""
+    inst = make('home_mailbox = Maildir/').start()
+    rcpt = '%s@mx.example.com' % local_user.pw_name
+    qid = inst.send('someone@example.org', [rcpt])
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='delivery to ' + maildir)
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    st = os.stat(files[0])
+    assert (st.st_uid, st.st_gid) == (local_user.pw_uid, local_user.pw_gid)
+    msg = read_message(files[0])
+    assert msg['Delivered-To'] == rcpt
+    assert msg['Return-Path'] == '<someone@example.org>'
+    assert re.search(r'%s: to=<%s>, relay=local, .*status=sent \(delivered to maildir\)'
+                     % (qid, re.escape(rcpt)), inst.log_text('qmgr'))
+
+
+def report_parts(msg):
+    """The parts of a multipart/report: (text, delivery-status fields per
+    recipient, the returned message)."""
+    assert msg.get_content_type() == 'multipart/report', msg
+    assert msg.get_param('report-type') == 'delivery-status'
+    parts = list(msg.iter_parts())
+    status = parts[1]
+    assert status.get_content_type() == 'message/delivery-status'
+    groups = status.get_payload()
+    return parts[0].get_content(), groups, parts[2] if len(parts) > 2 else None
+
+
+def test_unknown_users_bounce_to_the_sender(make, local_user):
+    """Unknown local and virtual users, accepted by smtpd, bounce: the
+    report lands in the sender's Maildir and the original stays no longer
+    in the queue."""
+    inst = virtual_instance(make, 'home_mailbox = Maildir/').start()
+    sender = '%s@mx.example.com' % local_user.pw_name
+    qid = inst.send(sender, ['nosuchuser@mx.example.com', 'nobody@example.com'])
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='the bounce report')
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    msg = read_message(files[0])
+    assert 'MAILER-DAEMON@mx.example.com' in msg['From']
+    assert msg['Return-Path'] == '<>'
+    text, groups, returned = report_parts(msg)
+    per_rcpt = {g['Final-Recipient']: g for g in groups[1:]}
+    assert set(per_rcpt) == {'rfc822; nosuchuser@mx.example.com', 'rfc822; nobody@example.com'}, \
+        per_rcpt
+    for g in per_rcpt.values():
+        assert g['Action'] == 'failed'
+        assert g['Status'] == '5.1.1'
+    assert 'nosuchuser@mx.example.com' in text
+    log = inst.log_text('qmgr')
+    assert re.search(r'%s: to=<nosuchuser@mx.example.com>, relay=local, .*dsn=5.1.1, '
+                     r'status=bounced' % qid, log), log
+    # The report is a message of its own, delivered like any other.
+    rid = inst.wait_log('bounce', r'%s: sender non-delivery notification: (%s)'
+                        % (qid, QUEUE_ID_RE)).group(1)
+    inst.wait_log('qmgr', r'%s: to=<%s>, relay=local, .*status=sent' % (rid, re.escape(sender)))
+    assert inst.queue_empty()
+
+
+def test_sendmail_pickup(make, local_user):
+    """sendmail -> postdrop -> maildrop/ -> postern-pickup -> qmgr ->
+    deliver-local."""
+    inst = make('home_mailbox = Maildir/').start(smtpd=False)
+    rcpt = '%s@mx.example.com' % local_user.pw_name
+    r = inst.tool('sendmail', '-f', 'root@mx.example.com', rcpt,
+                  input='Subject: via sendmail\n\nHello from sendmail.\n')
+    assert r.returncode == 0, r.stderr
+    assert inst.queue_ids('maildrop'), 'nothing in maildrop/'
+    r = inst.run_pickup()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not inst.queue_ids('maildrop')
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='delivery to ' + maildir)
+    msg = read_message(files[0])
+    assert msg['Subject'] == 'via sendmail'
+    assert msg['Message-ID'] and msg['Date']
+    assert 'Hello from sendmail.' in msg.get_content()
+    assert re.search(r'to=<%s>, relay=local, .*status=sent' % re.escape(rcpt),
+                     inst.log_text('qmgr'))
+
+
+# --- relaying between two instances ----------------------------------------
+
+PEER_ADDR = PEER_ADDRS[0]
+
+
+@pytest.fixture
+def net():
+    if not have_root_netns() or not shutil.which('dnsmasq'):
+        pytest.skip('needs root, ip and dnsmasq')
+    n = Network()
+    tmp = tempfile.mkdtemp(prefix='postern-e2e-dns.', dir='/tmp')
+    try:
+        Dnsmasq(n, tmp, ['example.net'], ['--mx-host=example.net,mx.example.net,10',
+                                          '--host-record=mx.example.net,' + PEER_ADDR])
+        yield n
+    finally:
+        n.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def relay_pair(make, net, start_peer=True):
+    """Instance a (client namespace) sends to example.net, whose MX is
+    instance b (peer namespace) with a virtual mailbox for user@example.net."""
+    a = make('myhostname = mx.example.com\n', name='a', net=net, ns=net.client,
+             smtpd_addr=CLIENT_ADDR)
+    b = make('myhostname = mx.example.net\nmydomain = example.net\n', name='b', net=net,
+             ns=net.peer, smtpd_addr=PEER_ADDR)
+    boxes = b.table('vmailbox', 'user@example.net  example.net/user/\n')
+    with open(os.path.join(b.confdir, 'main.cf'), 'a') as f:
+        f.write('virtual_mailbox_domains = example.net\nvirtual_mailbox_maps = %s\n'
+                'virtual_uid_maps = static:5000\nvirtual_gid_maps = static:5000\n' % boxes)
+    a.start()
+    if start_peer:
+        b.start()
+    return a, b
+
+
+def test_relay_through_mx_to_second_instance(make, net):
+    a, b = relay_pair(make, net)
+    qid = a.send('someone@example.com', ['user@example.net'])
+    box = os.path.join(b.vmail, 'example.net', 'user')
+    files = wait_for(lambda: maildir_messages(box), what='delivery at the second instance')
+    line = a.wait_log('qmgr', r'%s: to=<user@example.net>, relay=mx.example.net\[%s\]:25, '
+                      r'delay=[0-9.]+, delays=[0-9./]+, dsn=2.0.0, status=sent \(250 [^)]*'
+                      r'queued as (%s)\)' % (qid, re.escape(PEER_ADDR), QUEUE_ID_RE))
+    bqid = line.group(1)
+    a.wait_log('qmgr', r'%s: removed' % qid)
+    b.wait_log('qmgr', r'%s: to=<user@example.net>, relay=virtual, .*status=sent' % bqid)
+    msg = read_message(files[0])
+    assert msg['Delivered-To'] == 'user@example.net'
+    assert len(msg.get_all('Received')) >= 2
+    assert 'status=' not in a.log_text('deliver-remote')
+
+
+def test_remote_4xx_defers_then_flush_delivers(make, net):
+    a, b = relay_pair(make, net, start_peer=False)
+    peer_tmp = tempfile.mkdtemp(prefix='postern-e2e-peer.', dir='/tmp')
+    cfg = os.path.join(peer_tmp, 'peer.json')
+    with open(cfg, 'w') as f:
+        json.dump({'listen': [PEER_ADDR, 25], 'log': os.path.join(peer_tmp, 'peer.jsonl'),
+                   'replies': {'RCPT': '451 4.3.0 Mailbox busy, come back later'}}, f)
+    peer = net.popen(net.peer, [sys.executable, os.path.join(HERE, 'smtp_peer.py'), cfg],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: net.port_open(net.peer, PEER_ADDR, 25), what='the 4xx peer')
+        qid = a.send('someone@example.com', ['user@example.net'])
+        a.wait_log('qmgr', r'%s: to=<user@example.net>, relay=mx.example.net\[%s\]:25, .*'
+                   r'dsn=4.3.0, status=deferred \(host mx.example.net\[%s\] said: 451 4.3.0 '
+                   r'Mailbox busy' % (qid, re.escape(PEER_ADDR), re.escape(PEER_ADDR)))
+        wait_for(lambda: qid in a.queue_ids('deferred'), what='the message in deferred/')
+        r = a.tool('postqueue', '-p')
+        assert r.returncode == 0, r.stderr
+        assert qid in r.stdout and 'Mailbox busy, come back later' in r.stdout, r.stdout
+        assert 'user@example.net' in r.stdout
+    finally:
+        stop_process(peer)
+        shutil.rmtree(peer_tmp, ignore_errors=True)
+    # The peer is fixed: the real second instance answers now.
+    b.start()
+    r = a.tool('postqueue', '-f')
+    assert r.returncode == 0, r.stderr
+    box = os.path.join(b.vmail, 'example.net', 'user')
+    wait_for(lambda: maildir_messages(box), what='delivery after the flush')
+    a.wait_log('qmgr', r'%s: removed' % qid)
+    r = a.tool('postqueue', '-p')
+    assert qid not in r.stdout
+
+
+# --- notices, crashes, logs --------------------------------------------------
+
+
+def test_notify_success_sends_a_success_dsn(make, local_user):
+    inst = virtual_instance(make, 'home_mailbox = Maildir/').start()
+    sender = '%s@mx.example.com' % local_user.pw_name
+    qid = inst.send(sender, ['info@example.com'], rcpt_options=['NOTIFY=SUCCESS'],
+                    mail_options=['RET=HDRS', 'ENVID=e2e-success-1'])
+    wait_for(lambda: maildir_messages(os.path.join(inst.vmail, 'example.com', 'info')),
+             what='the delivery')
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='the success notice')
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    msg = read_message(files[0])
+    text, groups, returned = report_parts(msg)
+    assert groups[0]['Original-Envelope-Id'] == 'e2e-success-1'
+    assert groups[1]['Final-Recipient'] == 'rfc822; info@example.com'
+    assert groups[1]['Action'] == 'delivered'
+    assert groups[1]['Status'] == '2.0.0'
+    # Nothing for a recipient without NOTIFY=SUCCESS.
+    qid2 = inst.send(sender, ['sales@example.com'])
+    inst.wait_log('qmgr', r'%s: removed' % qid2)
+    assert len(maildir_messages(maildir)) == 1
+
+
+def test_delivery_agent_killed_mid_batch(make):
+    """kill -9 of postern-deliver-local while deliveries run: what it did
+    not report is retried after it is back, nothing is lost."""
+    inst = virtual_instance(make).start()
+    n = 30
+    qids = [inst.send('someone@example.com', ['info@example.com', 'sales@example.com'],
+                      subject='batch %d' % k) for k in range(n)]
+    inst.wait_log('qmgr', r'to=<(info|sales)@example.com>, relay=virtual, .*status=sent')
+    inst.kill('deliver-local')
+    # systemd would start it again at the next connection; so do we.
+    inst.start_bus_daemon('deliver-local')
+    info = os.path.join(inst.vmail, 'example.com', 'info')
+    sales = os.path.join(inst.vmail, 'example.com', 'sales')
+
+    def subjects(box):
+        return {read_message(p)['Subject'] for p in maildir_messages(box)}
+    want = {'batch %d' % k for k in range(n)}
+    wait_for(lambda: subjects(info) == want and subjects(sales) == want, timeout=60,
+             what='every message in both mailboxes')
+    for qid in qids:
+        inst.wait_log('qmgr', r'%s: removed' % qid, timeout=30)
+    assert inst.queue_empty()
+
+
+def test_log_lines_of_one_message(make):
+    """POSTERN_LOG_TARGET=stderr: one queue id in the client=, from=,
+    to=... status=sent and removed lines, in that order, each line logged
+    by exactly one daemon."""
+    inst = virtual_instance(make).start()
+    qid = inst.send('someone@example.com', ['info@example.com'])
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    smtpd = [l for l in inst.log_text('smtpd').splitlines() if qid in l]
+    qmgr = [l for l in inst.log_text('qmgr').splitlines() if qid in l]
+    assert re.search(r'%s: client=' % qid, smtpd[0]), smtpd
+    assert re.search(r'%s: from=<someone@example.com>, size=\d+, nrcpt=1' % qid, smtpd[1]), smtpd
+    assert re.search(r'%s: to=<info@example.com>, relay=virtual, delay=[0-9.]+, '
+                     r'delays=[0-9.]+/[0-9.]+/0/[0-9.]+, dsn=2.0.0, status=sent' % qid,
+                     qmgr[0]), qmgr
+    assert qmgr[-1].endswith('%s: removed' % qid), qmgr
+    everything = inst.all_logs()
+    assert everything.count('%s: to=<info@example.com>' % qid) == 1
+
+
+def test_delay_warning(make, local_user):
+    """delay_warning_time > 0: one delay warning per message, after that
+    time, while the recipient stays queued."""
+    inst = make('home_mailbox = Maildir/\ndelay_warning_time = 1s\n'
+                'transport_maps = inline:{ slow.example.org = retry:4.4.1 try again later }\n'
+                ).start()
+    sender = '%s@mx.example.com' % local_user.pw_name
+    qid = inst.send(sender, ['someone@slow.example.org'])
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='the delay warning')
+    text, groups, returned = report_parts(read_message(files[0]))
+    assert groups[1]['Final-Recipient'] == 'rfc822; someone@slow.example.org'
+    assert groups[1]['Action'] == 'delayed'
+    assert groups[1]['Status'].startswith('4.')
+    # Still queued; the header flag keeps it from warning twice.
+    inst.wait_log('qmgr', r'(?s)%s: to=<someone@slow.example.org>.*status=deferred.*'
+                  r'%s: to=<someone@slow.example.org>.*status=deferred.*'
+                  r'%s: to=<someone@slow.example.org>.*status=deferred' % (qid, qid, qid))
+    assert len(maildir_messages(maildir)) == 1
+    assert qid in inst.queue_ids('deferred') + inst.queue_ids('active')
