@@ -89,7 +89,9 @@ smtpd_worker_processes = $workers
 CONF
 
 port=$(free_port)
+mkdir -p "$work/run"
 systemd-socket-activate -l "127.0.0.1:$port" --fdname=smtpd -E POSTERN_LOG_TARGET=stderr \
+        -E POSTERN_RUNTIME_DIR="$work/run" \
         "$smtpd" --service=smtpd -c "$work/conf" 2>"$work/smtpd.log" &
 pid=$!
 # Wake the daemon up (systemd-socket-activate execs it on the first connection).

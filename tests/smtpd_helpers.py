@@ -62,6 +62,7 @@ class Smtpd:
              '--fdname=' + self.service,
              '-E', 'POSTERN_LOG_TARGET=stderr',
              '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr'),
+             '-E', 'POSTERN_RUNTIME_DIR=' + self.tmp,
              SMTPD, '--service=' + self.service, '-c', self.confdir],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_for(self._port_open, what='port %d' % self.port)

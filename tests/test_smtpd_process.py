@@ -34,7 +34,8 @@ class ProcSmtpd(Smtpd):
         args = ['systemd-socket-activate', '-l', '127.0.0.1:%d' % self.port,
                 '--fdname=' + self.service,
                 '-E', 'POSTERN_LOG_TARGET=stderr',
-                '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr')]
+                '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr'),
+                '-E', 'POSTERN_RUNTIME_DIR=' + self.tmp]
         for k, v in self.extra_env.items():
             args += ['-E', '%s=%s' % (k, v)]
         args += [SMTPD, '--service=' + self.service, '-c', self.confdir]
