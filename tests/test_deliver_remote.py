@@ -233,6 +233,7 @@ def smtpd_mx(world):
     proc = net.popen(net.peer, ['systemd-socket-activate', '-l', MX_ADDR + ':25',
                                 '--fdname=smtpd', '-E', 'POSTERN_LOG_TARGET=stderr',
                                 '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(tmp, 'qmgr'),
+                                '-E', 'POSTERN_RUNTIME_DIR=' + tmp,
                                 SMTPD, '--service=smtpd', '-c', os.path.join(tmp, 'conf')],
                      stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -268,7 +269,7 @@ def test_mx_preference_order(make):
     # mx1 (preference 10) refuses connections, mx2 (20) takes the mail, mx3
     # (30) is never tried.
     results, relay = d.deliver(d.message(['u@pref.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert relay == 'mx2.pref.example[%s]:25' % PEER_ADDR
     assert 'connect to mx1.pref.example[%s]:25: Connection refused' % CLOSED_ADDR in d.log_text()
     assert len(p.events('message')) == 1
@@ -287,7 +288,7 @@ def test_a_record_fallback(make):
     p = peer()
     d = deliverer()
     results, relay = d.deliver(d.message(['u@afallback.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert relay == 'afallback.example[%s]:25' % PEER_ADDR
     assert p.events('message')[0]['rcpts'] == ['RCPT TO:<u@afallback.example>']
 
@@ -323,7 +324,7 @@ def test_mx_below_myself_is_used(make):
     d = deliverer()
     # backup.example: preference 5 is mx.peer.example, 10 is this host.
     results, relay = d.deliver(d.message(['u@backup.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert relay.startswith('mx.peer.example[')
 
 
@@ -333,7 +334,7 @@ def test_bracketed_nexthop_skips_mx(make):
     d = deliverer()
     # loop.example would loop through its MX; the explicit next hop wins.
     results, relay = d.deliver(d.message(['u@loop.example']), nexthop='[%s]:2525' % PEER_ADDR)
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert relay == '%s[%s]:2525' % (PEER_ADDR, PEER_ADDR)
     assert len(p.events('message')) == 1
 
@@ -343,7 +344,7 @@ def test_relayhost(make):
     p = peer(port=2526)
     d = deliverer('relayhost = [mx.peer.example]:2526\n')
     results, relay = d.deliver(d.message(['u@nosuch.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert relay == 'mx.peer.example[%s]:2526' % PEER_ADDR
 
 
@@ -361,7 +362,7 @@ def test_per_recipient_replies(make):
     d = deliverer()
     results, relay = d.deliver(d.message(['good@peer.example', 'bad@peer.example',
                                           'busy@peer.example']))
-    assert results[0][:2] == ('sent', '2.0.0'), results
+    assert results[0][:2] == ('relayed', '2.0.0'), results
     assert results[1] == ('bounced', '5.1.1',
                           'host mx.peer.example[%s] said: 550 5.1.1 <bad@peer.example>: '
                           'Recipient address rejected: User unknown (in reply to RCPT TO '
@@ -425,7 +426,7 @@ def test_helo_fallback(make):
     p = peer(ehlo_reply='502 5.5.2 Error: command not recognized')
     d = deliverer()
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     cmds = [e['line'] for e in p.events('cmd')]
     assert cmds[0] == 'EHLO client.example.org' and cmds[1] == 'HELO client.example.org'
 
@@ -452,9 +453,26 @@ def test_no_dsn_parameters_without_dsn(make):
     d = deliverer()
     results, _ = d.deliver(d.message([('a@peer.example', 'SUCCESS', 'rfc822;a@peer.example')],
                                      ret='FULL'))
-    assert results[0][0] == 'sent'
+    assert results[0][0] == 'relayed'
     cmds = [e['line'] for e in p.events('cmd')]
     assert 'MAIL FROM:<sender@example.org>' in cmds and 'RCPT TO:<a@peer.example>' in cmds
+
+
+@pytest.mark.parametrize('extensions,status', [
+    (['PIPELINING', '8BITMIME'], 'relayed'),
+    (['PIPELINING', '8BITMIME', 'DSN'], 'sent'),
+])
+def test_relayed_unless_peer_has_dsn(make, extensions, status):
+    """RFC 3461 5.2.2: a peer without DSN cannot take NOTIFY, so the
+    delivery is "relayed" (the queue manager then owes the success notice);
+    a peer with DSN is given NOTIFY and the delivery is "sent"."""
+    deliverer, peer = make
+    peer(extensions=extensions)
+    d = deliverer()
+    results, _ = d.deliver(d.message([('a@peer.example', 'SUCCESS', None),
+                                      ('b@peer.example', None, None)]))
+    assert results[0][:2] == (status, '2.0.0'), results
+    assert results[1][:2] == (status, '2.0.0'), results
 
 
 def test_hopcount_limit_bounces(make):
@@ -468,7 +486,7 @@ def test_hopcount_limit_bounces(make):
     assert p.events('connect') == []
     content = 'Received: from a by b\n' * 4 + 'Subject: fine\n\nbody\n'
     results, _ = d.deliver(d.message(['a@peer.example'], content=content))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
 
 
 def test_connection_reuse(make):
@@ -477,7 +495,7 @@ def test_connection_reuse(make):
     d = deliverer('smtp_connection_cache_time_limit = 5s\n')
     r1, _ = d.deliver(d.message(['a@peer.example']))
     r2, _ = d.deliver(d.message(['b@peer.example']))
-    assert r1[0][0] == 'sent' and r2[0][0] == 'sent', (r1, r2)
+    assert r1[0][0] == 'relayed' and r2[0][0] == 'relayed', (r1, r2)
     assert len(p.events('connect')) == 1
     assert len(p.events('message')) == 2
     assert 'RSET' in [e['line'] for e in p.events('cmd')]
@@ -508,7 +526,7 @@ def test_8bit_downgraded_to_quoted_printable(make):
     d = deliverer()
     content = EIGHTBIT.replace('Subject: caf\u00e9', 'Subject: cafe')
     results, _ = d.deliver(d.message(['a@peer.example'], content=content, body_8bit=True))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     msg = p.events('message')[0]
     assert not msg['eight_bit']
     assert 'Content-Transfer-Encoding: quoted-printable' in msg['data']
@@ -521,7 +539,7 @@ def test_8bit_sent_as_is_with_8bitmime(make):
     p = peer(extensions=['PIPELINING', '8BITMIME'])
     d = deliverer()
     results, _ = d.deliver(d.message(['a@peer.example'], content=EIGHTBIT, body_8bit=True))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     msg = p.events('message')[0]
     assert msg['eight_bit'] and 'BODY=8BITMIME' in msg['from']
 
@@ -552,7 +570,7 @@ def test_smtputf8_passed_on(make):
     d = deliverer()
     results, _ = d.deliver(d.message(['j\u00f6rg@peer.example'], smtputf8=True,
                                      content='Subject: x\n\nhi\n'))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert 'SMTPUTF8' in p.events('message')[0]['from']
 
 
@@ -569,7 +587,7 @@ def test_tls_may_uses_starttls(make, world):
     p = peer(starttls=list(world['ca']['mx.peer.example']))
     d = deliverer(tls_cf(world, 'may'))
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert p.events('tls')
     assert p.events('message')[0]['tls'] is True
     assert ('Trusted TLS connection established to mx.peer.example[%s]:25: TLSv1.3 with cipher'
@@ -581,7 +599,7 @@ def test_tls_may_without_starttls_is_plaintext(make, world):
     p = peer()
     d = deliverer(tls_cf(world, 'may'))
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert p.events('message')[0]['tls'] is False
 
 
@@ -590,7 +608,7 @@ def test_tls_may_handshake_failure_falls_back(make, world):
     p = peer(starttls=list(world['ca']['mx.peer.example']), broken_tls=True)
     d = deliverer(tls_cf(world, 'may'))
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert len(p.events('connect')) == 2
     assert p.events('message')[0]['tls'] is False
     assert 'retrying without TLS' in d.log_text()
@@ -612,7 +630,7 @@ def test_tls_encrypt_with_starttls(make, world):
     p = peer(starttls=list(world['ca']['wrong.example']))
     d = deliverer(tls_cf(world, 'encrypt', ca='other_ca'))
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert p.events('message')[0]['tls'] is True
     assert 'Untrusted TLS connection established' in d.log_text()
 
@@ -622,7 +640,7 @@ def test_tls_verify_success(make, world):
     p = peer(starttls=list(world['ca']['mx.peer.example']))
     d = deliverer(tls_cf(world, 'verify'))
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     assert 'Verified TLS connection established to mx.peer.example' in d.log_text()
 
 
@@ -652,7 +670,7 @@ def test_tls_secure_matches_nexthop(make, world):
     p = peer(starttls=list(world['ca']['mx.peer.example']))
     d = deliverer(tls_cf(world, 'secure'))
     results, _ = d.deliver(d.message(['a@peer.example']))
-    assert results[0][0] == 'sent', results
+    assert results[0][0] == 'relayed', results
     d2 = deliverer(tls_cf(world, 'secure') + 'smtp_tls_secure_cert_match = nexthop\n')
     results, _ = d2.deliver(d2.message(['a@peer.example']))
     assert results[0][:2] == ('deferred', '4.7.5'), results

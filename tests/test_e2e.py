@@ -286,6 +286,43 @@ def test_remote_4xx_defers_then_flush_delivers(make, net):
     assert qid not in r.stdout
 
 
+def test_notify_success_relayed_to_peer_without_dsn(make, net, local_user):
+    """RFC 3461 5.2.2: the MX of example.net does not announce DSN, so
+    NOTIFY=SUCCESS cannot go further; the sender gets a report with Action:
+    relayed, and the log says status=sent as Postfix's does."""
+    a = make('myhostname = mx.example.com\nhome_mailbox = Maildir/\n', name='a', net=net,
+             ns=net.client, smtpd_addr=CLIENT_ADDR).start()
+    peer_tmp = tempfile.mkdtemp(prefix='postern-e2e-peer.', dir='/tmp')
+    cfg = os.path.join(peer_tmp, 'peer.json')
+    with open(cfg, 'w') as f:
+        json.dump({'listen': [PEER_ADDR, 25], 'log': os.path.join(peer_tmp, 'peer.jsonl'),
+                   'extensions': ['PIPELINING', '8BITMIME']}, f)
+    peer = net.popen(net.peer, [sys.executable, os.path.join(HERE, 'smtp_peer.py'), cfg],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: net.port_open(net.peer, PEER_ADDR, 25), what='the peer without DSN')
+        sender = '%s@mx.example.com' % local_user.pw_name
+        qid = a.send(sender, ['user@example.net'], rcpt_options=['NOTIFY=SUCCESS'],
+                     mail_options=['ENVID=e2e-relayed-1'])
+        maildir = os.path.join(local_user.pw_dir, 'Maildir')
+        files = wait_for(lambda: maildir_messages(maildir), what='the relayed notice')
+        a.wait_log('qmgr', r'%s: removed' % qid)
+        with open(os.path.join(peer_tmp, 'peer.jsonl')) as f:
+            cmds = [e['line'] for e in map(json.loads, f) if e['ev'] == 'cmd']
+    finally:
+        stop_process(peer)
+        shutil.rmtree(peer_tmp, ignore_errors=True)
+    assert 'RCPT TO:<user@example.net>' in cmds, cmds
+    assert re.search(r'%s: to=<user@example.net>, relay=mx.example.net\[%s\]:25, .*'
+                     r'dsn=2.0.0, status=sent \(250 ' % (qid, re.escape(PEER_ADDR)),
+                     a.log_text('qmgr'))
+    text, groups, _ = report_parts(read_message(files[0]))
+    assert groups[0]['Original-Envelope-Id'] == 'e2e-relayed-1'
+    assert groups[1]['Final-Recipient'] == 'rfc822; user@example.net'
+    assert groups[1]['Action'] == 'relayed'
+    assert groups[1]['Status'] == '2.0.0'
+
+
 # --- notices, crashes, logs --------------------------------------------------
 
 

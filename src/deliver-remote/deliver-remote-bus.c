@@ -61,6 +61,7 @@ void deliver_bus_reply(DeliveryJob *j) {
         static const char * const status[] = {
                 [RCPT_PENDING] = "deferred",
                 [RCPT_SENT] = "sent",
+                [RCPT_RELAYED] = "relayed",
                 [RCPT_DEFERRED] = "deferred",
                 [RCPT_BOUNCED] = "bounced",
         };

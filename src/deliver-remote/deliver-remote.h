@@ -94,6 +94,7 @@ struct Deliver {
 typedef enum RcptState {
         RCPT_PENDING,
         RCPT_SENT,
+        RCPT_RELAYED,           /* sent to an SMTP peer without DSN (RFC 3461 5.2.2) */
         RCPT_DEFERRED,
         RCPT_BOUNCED,
 } RcptState;

@@ -321,6 +321,11 @@ static void rcpt_reply(SmtpSession *s, DeliveryRcpt *r, const char *command) {
         else
                 text = said(s, command);
         delivery_rcpt_result(s->job, r, (int) s->reply.code, reply_dsn(s, dsn), strempty(text));
+        /* An SMTP peer without DSN could not be given NOTIFY: the request
+         * ends here, and the queue manager owes the "relayed" notice (RFC
+         * 3461 5.2.2). LMTP delivers, so the delivery is final. */
+        if (r->state == RCPT_SENT && !s->cs->lmtp && !s->features.dsn)
+                r->state = RCPT_RELAYED;
 }
 
 static void session_cache_or_quit(SmtpSession *s) {

@@ -301,9 +301,9 @@ int qmgr_message_sync(QmgrMessage *m) {
 }
 
 /* Whether a relay name is one of the final delivery agents (success DSNs
- * say "delivered"), as opposed to a remote server ("relayed" would need
- * to know whether the server took NOTIFY itself, which Delivery1 does not
- * report, so the remote server's own DSN support is relied on). */
+ * say "delivered"), as opposed to a remote server, which took NOTIFY itself
+ * when it reports "sent" (it announced DSN); one that did not makes the
+ * agent report "relayed" instead. */
 static bool relay_is_final(const char *relay) {
         return streq(relay, "local") || streq(relay, "virtual") || streq(relay, "none");
 }
@@ -330,7 +330,12 @@ void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char
                         dsn = soft;
                 }
         }
-        if (streq(status, "sent")) {
+        if (streq(status, "relayed")) {
+                /* Logged and recorded as sent, as Postfix does. */
+                status = "sent";
+                msgid = MSGID_DELIVERED;
+                notice = rc->notify & QUEUE_NOTIFY_SUCCESS ? QMGR_NOTICE_RELAYED : -1;
+        } else if (streq(status, "sent")) {
                 msgid = MSGID_DELIVERED;
                 notice = (rc->notify & QUEUE_NOTIFY_SUCCESS) && relay_is_final(relay)
                                  ? QMGR_NOTICE_SUCCESS
@@ -450,8 +455,8 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                                 if (j->rcpts[k] == idx && seen && !seen[k])
                                         break;
                         if (k == j->n || !dsn_valid(dsn) ||
-                            !(streq(status, "sent") || streq(status, "deferred") ||
-                              streq(status, "bounced"))) {
+                            !(streq(status, "sent") || streq(status, "relayed") ||
+                              streq(status, "deferred") || streq(status, "bounced"))) {
                                 log_warning("%s: delivery agent %s sent an invalid result for "
                                             "recipient %u; ignoring it", m->id, d->agent->name,
                                             idx);
@@ -486,7 +491,8 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                                 if (m->env.rcpts[idx].status != QUEUE_RCPT_PENDING)
                                         continue;
                                 /* The class digit decides, whatever the word says. */
-                                if (streq(status, "sent") && dsn[0] == '2')
+                                bool sent = streq(status, "sent") || streq(status, "relayed");
+                                if (sent && dsn[0] == '2')
                                         n_sent++;
                                 else if (streq(status, "deferred") || dsn[0] == '4') {
                                         status = "deferred";
@@ -495,7 +501,7 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                                                 first_reason = strdup(text);
                                                 first_dsn = strdup(dsn);
                                         }
-                                } else if (!streq(status, "sent"))
+                                } else if (!sent)
                                         status = "bounced";
                                 qmgr_record_result(m, idx, status, dsn, relay, text,
                                                    j->dispatch_usec);

@@ -253,10 +253,12 @@ void qmgr_sched_reset_dead(Qmgr *q, const char *site);
 void qmgr_sched_done(Qmgr *q);
 /* Records the outcome of recipient i of m and logs it (the one place that
  * logs "to=<...>, relay=..., status=..." lines). status is "sent",
- * "deferred" or "bounced". A plain delivery's status byte is written but
- * not synced; the caller syncs (qmgr_message_sync()). A bounce, or a
- * delivery with NOTIFY=SUCCESS, only notes the notice (qmgr_bounce_want()):
- * its status byte follows the bounce service's reply. */
+ * "relayed" (sent to a peer without DSN: logged as sent, with a "relayed"
+ * notice for NOTIFY=SUCCESS), "deferred" or "bounced". A plain delivery's
+ * status byte is written but not synced; the caller syncs
+ * (qmgr_message_sync()). A bounce, or a delivery with a success notice,
+ * only notes the notice (qmgr_bounce_want()): its status byte follows the
+ * bounce service's reply. */
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec);
 int qmgr_message_sync(QmgrMessage *m);

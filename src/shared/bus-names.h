@@ -14,8 +14,10 @@
  * org.postern.Delivery1 (deliver-remote, deliver-local; /org/postern/Delivery1):
  *   Deliver(h queue_file, s queue_id, s transport, s nexthop,
  *           a(uss) recipients: (index in the queue file, address, original address))
- *     -> (a(usss) results: (index, status "sent"|"deferred"|"bounced", dsn "X.Y.Z",
- *                           diagnostic text), s relay)
+ *     -> (a(usss) results: (index, status "sent"|"relayed"|"deferred"|"bounced",
+ *                           dsn "X.Y.Z", diagnostic text), s relay)
+ *   "relayed" is "sent" to an SMTP server that did not announce DSN, so
+ *   that a NOTIFY=SUCCESS request ends here (RFC 3461 5.2.2).
  *   The queue file arrives as an open read-only fd, so that delivery agents
  *   need no access to the queue directory.
  *
