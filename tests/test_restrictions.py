@@ -418,6 +418,17 @@ def test_restriction_does_not_fire(make, case):
     assert converse(srv, **ok) == '250 2.1.5 Ok'
 
 
+def test_dns_down_defers_instead_of_passing(make):
+    """A DNS check that cannot get an answer defers the mail (Postfix's
+    defer_if_permit with 450 4.1.8) instead of letting it through or
+    rejecting it for good."""
+    srv = make(RELAY_CF + 'smtpd_sender_restrictions = reject_unknown_sender_domain\n'
+               'dns_resolver_servers = 127.0.0.1:1\n')
+    assert converse(srv, sender='a@good.example') == (
+        '450 4.1.8 <a@good.example>: Sender address rejected: Domain not found')
+    srv.wait_log('reject: ')
+
+
 def test_delay_reject_no_rejects_at_helo(make):
     srv = make(RELAY_CF + 'smtpd_delay_reject = no\nsmtpd_helo_restrictions = '
                'reject_non_fqdn_helo_hostname\n')
