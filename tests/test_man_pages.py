@@ -133,8 +133,16 @@ def conf(tmp_path):
     """A private configuration directory (in place of /etc/postern)."""
     d = tmp_path / 'postern'
     (d / 'services.d').mkdir(parents=True)
+    # The pages' /etc/aliases lives here too (see localize()), indexed as
+    # the set-up command's newaliases leaves it, so that no test depends on
+    # the host having run newaliases.
     (d / 'main.cf').write_text('myhostname = mx.example.com\nmydomain = example.com\n'
-                               'mynetworks = 127.0.0.0/8\n')
+                               'mynetworks = 127.0.0.0/8\n'
+                               f'alias_maps = hash:{d}/aliases\n'
+                               f'alias_database = hash:{d}/aliases\n')
+    (d / 'aliases').write_text('postmaster: root\n')
+    r = run([POSTALIAS, '-c', str(d), str(d / 'aliases')])
+    assert r.returncode == 0, r.stderr
     return d
 
 
