@@ -357,6 +357,94 @@ def test_reload_of_the_target_reaches_the_smtpd_roles(ct):
     assert out.startswith('220 mx.example.test ESMTP third-banner'), out
 
 
+def journal_cursor(ct):
+    """The journal's current end, for journal_after()."""
+    out = ct.run(['journalctl', '-n', '0', '--show-cursor', '-q'], check=False).stdout
+    m = re.search(r'-- cursor: (\S+)', out)
+    assert m, out
+    return m.group(1)
+
+
+def journal_after(ct, cursor, *args):
+    return ct.journal('--after-cursor', cursor, *args)
+
+
+def queue_id_of(out):
+    m = re.search(r'250 2\.0\.0 Ok: queued as (\S+)', out)
+    assert m, out
+    return m.group(1)
+
+
+def test_reload_of_the_queue_manager_applies_transport_maps_in_place(ct):
+    # A message to robert@ is delivered locally (alias of bob) until the
+    # reloaded transport table sends it to the error transport.
+    ct.systemctl('start', 'postern-qmgr.service')
+    pid = show(ct, 'postern-qmgr.service', 'MainPID')
+    with open(os.path.join(ct.confdir, 'transport'), 'w') as f:
+        f.write('robert@mx.example.test error:5.7.1 refused by the reloaded transport table\n')
+    ct.run(['/usr/local/sbin/postconf', '-e', 'transport_maps = texthash:/etc/postern/transport'])
+    try:
+        r = ct.systemctl('reload', 'postern-qmgr.service', check=False)
+        assert r.returncode == 0, r.stderr
+        out = smtp_script(ct, 25, ['EHLO client.example', 'MAIL FROM:<>',
+                                   'RCPT TO:<robert@mx.example.test>', 'DATA',
+                                   'DATA_BODY Subject: after-qmgr-reload\\n\\nbody\\n.', 'QUIT'])
+        qid = queue_id_of(out)
+        log = wait_for(lambda: (lambda t: t if 'status=bounced' in t else None)(
+            ct.journal('POSTERN_QUEUE_ID=' + qid)), what='the bounce by the new transport')
+        assert 'refused by the reloaded transport table' in log, log
+        assert 'Reloaded the configuration' in ct.journal('-u', 'postern-qmgr.service')
+        # The same process: the queue manager reloaded in place.
+        assert show(ct, 'postern-qmgr.service', 'MainPID') == pid
+    finally:
+        ct.run(['/usr/local/sbin/postconf', '-X', 'transport_maps'])
+        ct.systemctl('reload', 'postern-qmgr.service', check=False)
+    assert not maildir_has(ct, 'after-qmgr-reload')
+
+
+RELOADABLE = {
+    # unit: what its journal says after a reload that loaded
+    'postern-smtpd.service': 'Reloaded the TLS configuration, settings and tables',
+    'postern-qmgr.service': 'Reloaded the configuration',
+    'postern-deliver-local.service': 'Reloaded the configuration',
+    'postern-bounce.service': 'Reloaded the configuration',
+    'postern-deliver-remote.service': 'exiting so that the next one uses the new configuration',
+}
+
+
+def test_reload_of_the_target_reaches_every_running_role(ct):
+    for unit in RELOADABLE:
+        ct.systemctl('start', unit)
+        assert show(ct, unit, 'CanReload') == 'yes', unit
+    pids = {unit: show(ct, unit, 'MainPID') for unit in RELOADABLE}
+    cursor = journal_cursor(ct)
+    ct.run(['/usr/local/sbin/postconf', '-e', 'home_mailbox = Maildir2/'])
+    try:
+        r = ct.systemctl('reload', 'postern.target', check=False)
+        assert r.returncode == 0, r.stderr
+        for unit, text in RELOADABLE.items():
+            wait_for(lambda: text in journal_after(ct, cursor, '-u', unit),
+                     what='the reload of ' + unit)
+        # Reloaded in place; deliver-remote finished its (no) deliveries and
+        # exited cleanly, for its socket to start it with the new settings.
+        for unit in RELOADABLE:
+            if unit != 'postern-deliver-remote.service':
+                assert show(ct, unit, 'MainPID') == pids[unit], unit
+        wait_for(lambda: ct.is_active('postern-deliver-remote.service') == 'inactive',
+                 what='deliver-remote exit after the reload')
+        assert show(ct, 'postern-deliver-remote.service', 'Result') == 'success'
+        # The running local delivery agent uses the new home_mailbox.
+        send_mail(ct, 25, 'bob@mx.example.test', 'after-target-reload')
+        wait_for(lambda: ct.run(['grep', '-rl', 'Subject: after-target-reload',
+                                 '/home/bob/Maildir2/new'], check=False).stdout.strip(),
+                 what='delivery into the reloaded home_mailbox')
+        assert show(ct, 'postern-deliver-local.service', 'MainPID') == \
+            pids['postern-deliver-local.service']
+    finally:
+        ct.run(['/usr/local/sbin/postconf', '-e', 'home_mailbox = Maildir/'])
+        ct.systemctl('reload', 'postern.target', check=False)
+
+
 def test_private_key_as_a_credential(ct):
     # The key moves where postern cannot read it; LoadCredential= hands it in.
     ct.run(['sh', '-c', 'cp /etc/postern/tls/key.pem /run/root-only.key && '

@@ -146,22 +146,25 @@ static const char *check_lookup(const char *name, void *userdata) {
         return NULL;
 }
 
-static int load_templates(Bounce *b) {
-        const char *file = conf_get_str(b->config, P_BOUNCE_TEMPLATE_FILE);
+/* Loads bounce_template_file (or the built-in templates) into *ret; logs
+ * every problem. */
+static int load_templates(Config *config, BounceTemplates **ret) {
+        const char *file = conf_get_str(config, P_BOUNCE_TEMPLATE_FILE);
+        _cleanup_(bounce_templates_freep) BounceTemplates *templates = NULL;
         _cleanup_free_ char *path = NULL, *text = NULL;
         Diag diags = {0};
         size_t len;
         int r;
 
         if (isempty(file))
-                return bounce_templates_new(&b->templates) < 0 ? log_oom() : 0;
-        path = path_join(conf_dir(b->config), file);
+                return bounce_templates_new(ret) < 0 ? log_oom() : 0;
+        path = path_join(conf_dir(config), file);
         if (!path)
                 return log_oom();
         r = file_read_all(path, BOUNCE_TEMPLATE_FILE_MAX, &text, &len);
         if (r < 0)
                 return log_error_errno(r, "Cannot read bounce_template_file %s: %m", path);
-        r = bounce_templates_parse(text, len, path, &diags, &b->templates);
+        r = bounce_templates_parse(text, len, path, &diags, &templates);
         for (size_t i = 0; i < diags.n; i++) {
                 _cleanup_free_ char *t = diag_entry_format(&diags.entries[i]);
                 log_mail(diags.entries[i].level == DIAG_ERROR ? LOG_ERR : LOG_WARNING,
@@ -176,10 +179,10 @@ static int load_templates(Bounce *b) {
         /* A $name that nothing defines stays in the text as written: say so
          * once at start rather than in every report. */
         for (size_t k = 0; k < _BOUNCE_TEMPLATE_MAX; k++) {
-                const BounceTemplate *t = &b->templates->t[k];
+                const BounceTemplate *t = &templates->t[k];
                 const char *parts[] = {t->from, t->subject, t->postmaster_subject, t->text};
                 for (size_t i = 0; i < ELEMENTSOF(parts); i++) {
-                        UnknownCheck u = {.config = b->config};
+                        UnknownCheck u = {.config = config};
                         _cleanup_free_ char *x = NULL;
                         unsigned unknown = 0;
                         if (bounce_template_expand(parts[i], check_lookup, &u, &x, &unknown) < 0)
@@ -192,6 +195,7 @@ static int load_templates(Bounce *b) {
                                          unknown);
                 }
         }
+        *ret = steal_ptr(templates);
         return 0;
 }
 
@@ -239,6 +243,54 @@ static int on_signal(sd_event_source *es, const struct signalfd_siginfo *si, voi
         Bounce *b = userdata;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
         return sd_event_exit(b->event, 0);
+}
+
+/* SIGHUP (systemctl reload): loads the configuration and
+ * bounce_template_file again and switches to them in place; a Notify call
+ * is handled within one event, so the next one sees the new settings. A
+ * configuration that does not load changes nothing. queue_directory needs
+ * a restart: the queue stays open. */
+static int on_reload(sd_event_source *es, const struct signalfd_siginfo *si, void *userdata) {
+        Bounce *b = userdata;
+        _cleanup_(conf_unrefp) Config *c = NULL;
+        BounceTemplates *templates = NULL;
+        BounceSettings n = {0};
+        Diag diags = {0};
+        int r;
+
+        if (b->exiting)
+                return 0;
+        (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration");
+        r = conf_load(arg_config_dir, "bounce", &diags, &c);
+        if (r >= 0)
+                r = bounce_settings_load(c, &diags, &n);
+        log_diags(&diags, false);
+        if (r >= 0)
+                r = load_templates(c, &templates);
+        if (r < 0) {
+                bounce_settings_done(&n);
+                log_mail(LOG_ERR, MSGID_CONFIG_ERROR, NULL, LOG_NO_FIELDS,
+                         "Reload failed: cannot load the configuration (%s); keeping the "
+                         "running one", strerror(-r));
+        } else {
+                if (!streq(n.queue_directory, b->settings.queue_directory)) {
+                        log_warning("queue_directory changed to %s: it takes effect when the "
+                                    "bounce service starts again; still using %s",
+                                    n.queue_directory, b->settings.queue_directory);
+                        free(n.queue_directory);
+                        n.queue_directory = steal_ptr(b->settings.queue_directory);
+                }
+                bounce_settings_done(&b->settings);
+                b->settings = n;
+                bounce_templates_free(b->templates);
+                b->templates = templates;
+                conf_unref(b->config);
+                b->config = steal_ptr(c);
+                log_info("Reloaded the configuration");
+        }
+        (void) sd_notify(false, "READY=1");
+        bounce_activity_changed(b);
+        return 0;
 }
 
 static int setup_listeners(Bounce *b) {
@@ -370,7 +422,7 @@ static int run(int argc, char **argv) {
                 log_error_errno(r, "Cannot set up the bounce service: %m");
                 goto out;
         }
-        r = load_templates(&b);
+        r = load_templates(b.config, &b.templates);
         if (r < 0)
                 goto out;
         r = open_queue(&b);
@@ -387,10 +439,12 @@ static int run(int argc, char **argv) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         (void) signal(SIGPIPE, SIG_IGN);
         if ((r = sd_event_add_signal(b.event, NULL, SIGTERM, on_signal, &b)) < 0 ||
-            (r = sd_event_add_signal(b.event, NULL, SIGINT, on_signal, &b)) < 0)
+            (r = sd_event_add_signal(b.event, NULL, SIGINT, on_signal, &b)) < 0 ||
+            (r = sd_event_add_signal(b.event, NULL, SIGHUP, on_reload, &b)) < 0)
                 goto out;
         r = setup_listeners(&b);
         if (r < 0)

@@ -245,6 +245,43 @@ static int on_signal(sd_event_source *es, const struct signalfd_siginfo *si, voi
         return sd_event_exit(d->event, 0);
 }
 
+/* SIGHUP (systemctl reload): loads the configuration and the tables again
+ * and switches to them in place. Deliveries in progress run in children
+ * that forked with the old settings and finish with them; the next
+ * recipient forks with the new ones. A configuration that does not load
+ * changes nothing. */
+static int on_reload(sd_event_source *es, const struct signalfd_siginfo *si, void *userdata) {
+        DeliverLocal *d = userdata;
+        _cleanup_(conf_unrefp) Config *c = NULL;
+        DeliverSettings n = {0};
+        Diag diags = {0};
+        int r;
+
+        if (d->exiting)
+                return 0;
+        (void)sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration");
+        r = conf_load(arg_config_dir, "deliver-local", &diags, &c);
+        if (r >= 0)
+                r = settings_load(c, &diags, &n);
+        log_diags(&diags, false);
+        if (r < 0) {
+                settings_done(&n);
+                log_mail(LOG_ERR, MSGID_CONFIG_ERROR, NULL, LOG_NO_FIELDS,
+                         "Reload failed: cannot load the configuration (%s); keeping the "
+                         "running one",
+                         strerror(-r));
+        } else {
+                settings_done(&d->settings);
+                d->settings = n;
+                conf_unref(d->config);
+                d->config = steal_ptr(c);
+                log_info("Reloaded the configuration");
+        }
+        (void)sd_notify(false, "READY=1");
+        deliver_local_activity_changed(d);
+        return 0;
+}
+
 static int setup_listener(DeliverLocal *d) {
         int n, fd, r;
 
@@ -368,10 +405,12 @@ static int run(int argc, char **argv) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         (void)signal(SIGPIPE, SIG_IGN);
         if ((r = sd_event_add_signal(d.event, NULL, SIGTERM, on_signal, &d)) < 0 ||
-            (r = sd_event_add_signal(d.event, NULL, SIGINT, on_signal, &d)) < 0)
+            (r = sd_event_add_signal(d.event, NULL, SIGINT, on_signal, &d)) < 0 ||
+            (r = sd_event_add_signal(d.event, NULL, SIGHUP, on_reload, &d)) < 0)
                 goto out;
         r = setup_listener(&d);
         if (r < 0)

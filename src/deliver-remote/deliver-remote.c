@@ -28,6 +28,10 @@
 #define SERVICE_NAME "deliver-remote"
 
 static const char *arg_config_dir;
+/* Set by a reload that loaded: exit once the deliveries in progress are
+ * done. Process-wide like the signal it comes from (one Deliver per
+ * process). */
+static bool reload_exit;
 
 static void client_settings_done(ClientSettings *c) {
         free(c->helo_name);
@@ -296,6 +300,16 @@ static int settings_load(Config *c, Diag *diags, DeliverSettings *s) {
 void deliver_jobs_changed(Deliver *d) {
         if (d->exiting)
                 return;
+        if (reload_exit && d->n_jobs == 0) {
+                /* Reloaded: the next call starts a new process that reads
+                 * the new configuration. */
+                log_info("Deliveries finished; exiting so that the next one uses the new "
+                         "configuration");
+                d->exiting = true;
+                (void) sd_notify(false, "STOPPING=1\nSTATUS=Exiting for the new configuration");
+                (void) sd_event_exit(d->event, 0);
+                return;
+        }
         (void) sd_notifyf(false, "STATUS=%u deliver%s in progress", d->n_jobs,
                           d->n_jobs == 1 ? "y" : "ies");
         if (d->n_jobs == 0) {
@@ -336,6 +350,43 @@ static int on_signal(sd_event_source *es, const struct signalfd_siginfo *si, voi
         Deliver *d = userdata;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
         return sd_event_exit(d->event, 0);
+}
+
+/* SIGHUP (systemctl reload): the SMTP sessions, cached connections and TLS
+ * contexts of the jobs in progress hold the settings they started with, so
+ * the configuration is not swapped in place. The new one is loaded to check
+ * it: when it fails, the reason is logged and nothing changes; when it
+ * loads, no new connection is accepted (the socket keeps them for the next
+ * process), the deliveries in progress finish, and the process exits so
+ * that the socket starts a new one with the new configuration. */
+static int on_reload(sd_event_source *es, const struct signalfd_siginfo *si, void *userdata) {
+        Deliver *d = userdata;
+        _cleanup_(conf_unrefp) Config *c = NULL;
+        DeliverSettings n = {0};
+        Diag diags = {0};
+        int r;
+
+        if (d->exiting || reload_exit)
+                return 0;
+        r = conf_load(arg_config_dir, SERVICE_NAME, &diags, &c);
+        if (r >= 0)
+                r = settings_load(c, &diags, &n);
+        settings_done(&n);
+        log_diags(&diags, false);
+        if (r < 0) {
+                log_mail(LOG_ERR, MSGID_CONFIG_ERROR, NULL, LOG_NO_FIELDS,
+                         "Reload failed: cannot load the configuration (%s); keeping the "
+                         "running one", strerror(-r));
+                return 0;
+        }
+        log_info("Reloading: %u deliver%s in progress finish%s with the previous "
+                 "configuration, then the service exits", d->n_jobs,
+                 d->n_jobs == 1 ? "y" : "ies", d->n_jobs == 1 ? "es" : "");
+        for (size_t i = 0; i < d->n_listeners; i++)
+                (void) sd_event_source_set_enabled(d->listeners[i], SD_EVENT_OFF);
+        reload_exit = true;
+        deliver_jobs_changed(d);
+        return 0;
 }
 
 static int setup_listeners(Deliver *d) {
@@ -467,10 +518,12 @@ static int run(int argc, char **argv) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         (void) signal(SIGPIPE, SIG_IGN);
         if ((r = sd_event_add_signal(d.event, NULL, SIGTERM, on_signal, &d)) < 0 ||
-            (r = sd_event_add_signal(d.event, NULL, SIGINT, on_signal, &d)) < 0)
+            (r = sd_event_add_signal(d.event, NULL, SIGINT, on_signal, &d)) < 0 ||
+            (r = sd_event_add_signal(d.event, NULL, SIGHUP, on_reload, &d)) < 0)
                 goto out;
         r = dns_resolver_new(d.event, d.settings.dns_servers, 0, 0, &d.dns);
         if (r < 0) {

@@ -853,6 +853,49 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return sd_event_exit(q->event, 0);
 }
 
+/* SIGHUP (systemctl reload): loads main.cf, services.d/qmgr.cf and the
+ * tables again and switches to them in place; messages, destinations and
+ * deliveries in progress stay, new routing and limits apply to what is
+ * resolved from now on. A configuration that does not load changes
+ * nothing. queue_directory needs a restart: the queue stays open. */
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Qmgr *q = userdata;
+        _cleanup_(conf_unrefp) Config *c = NULL;
+        QmgrSettings n = {0};
+        Diag diags = {0};
+        int r;
+
+        if (q->exiting)
+                return 0;
+        (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration");
+        r = conf_load(arg_config_dir, "qmgr", &diags, &c);
+        if (r >= 0)
+                r = settings_load(c, &diags, &n);
+        log_diags(&diags, false);
+        if (r < 0) {
+                qmgr_settings_done(&n);
+                log_mail(LOG_ERR, MSGID_CONFIG_ERROR, NULL, LOG_NO_FIELDS,
+                         "Reload failed: cannot load the configuration (%s); keeping the "
+                         "running one", strerror(-r));
+        } else {
+                if (!streq(n.queue_directory, q->settings.queue_directory)) {
+                        log_warning("queue_directory changed to %s: it takes effect when the "
+                                    "queue manager starts again; still using %s",
+                                    n.queue_directory, q->settings.queue_directory);
+                        free(n.queue_directory);
+                        n.queue_directory = steal_ptr(q->settings.queue_directory);
+                }
+                qmgr_settings_done(&q->settings);
+                q->settings = n;
+                conf_unref(q->config);
+                q->config = steal_ptr(c);
+                log_info("Reloaded the configuration");
+        }
+        (void) sd_notify(false, "READY=1");
+        qmgr_update_idle(q);
+        return 0;
+}
+
 static int open_queue(Qmgr *q) {
         static const char *const dirs[] = {
                 QUEUE_INCOMING, QUEUE_ACTIVE, QUEUE_DEFERRED, QUEUE_HOLD, QUEUE_CORRUPT,
@@ -1010,10 +1053,12 @@ static int run(int argc, char **argv) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         (void) signal(SIGPIPE, SIG_IGN);
         if ((r = sd_event_add_signal(q.event, NULL, SIGTERM, on_signal, &q)) < 0 ||
-            (r = sd_event_add_signal(q.event, NULL, SIGINT, on_signal, &q)) < 0)
+            (r = sd_event_add_signal(q.event, NULL, SIGINT, on_signal, &q)) < 0 ||
+            (r = sd_event_add_signal(q.event, NULL, SIGHUP, on_reload, &q)) < 0)
                 goto out;
         if ((r = sd_event_add_defer(q.event, &q.incoming_event, on_incoming, &q)) < 0 ||
             (r = sd_event_add_defer(q.event, &q.scan_event, on_scan_slice, &q)) < 0 ||
