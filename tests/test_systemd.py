@@ -445,6 +445,49 @@ def test_reload_of_the_target_reaches_every_running_role(ct):
         ct.systemctl('reload', 'postern.target', check=False)
 
 
+def test_reload_refuses_a_broken_configuration(ct):
+    banner = smtp_script(ct, 25, ['QUIT']).splitlines()[0]
+    ct.systemctl('start', 'postern-qmgr.service')
+    smtpd_pid = show(ct, 'postern-smtpd.service', 'MainPID')
+    qmgr_pid = show(ct, 'postern-qmgr.service', 'MainPID')
+    main_cf = os.path.join(ct.confdir, 'main.cf')
+    with open(main_cf) as f:
+        good = f.read()
+    bad_line = len(good.splitlines()) + 1
+    where = 'main.cf:%d' % bad_line
+    cursor = journal_cursor(ct)
+    with open(main_cf, 'w') as f:
+        f.write(good if good.endswith('\n') else good + '\n')
+        f.write('max_idle = not-a-time\n')
+    try:
+        # posternctl check in ExecReload= fails the reload itself ...
+        r = ct.systemctl('reload', 'postern-smtpd.service', check=False)
+        assert r.returncode != 0, r.stdout + r.stderr
+        log = wait_for(lambda: (lambda t: t if where in t else None)(
+            journal_after(ct, cursor, '-u', 'postern-smtpd.service')),
+            what='the refusal in the journal')
+        assert 'max_idle' in log, log
+        # ... and the running service goes on with the old configuration.
+        assert ct.is_active('postern-smtpd.service') == 'active'
+        assert show(ct, 'postern-smtpd.service', 'MainPID') == smtpd_pid
+        assert smtp_script(ct, 25, ['QUIT']).splitlines()[0] == banner
+        # A SIGHUP that reaches a daemon without the check is refused by the
+        # daemon: logged with FILE:LINE and the config-error MESSAGE_ID.
+        ct.run(['kill', '-HUP', qmgr_pid])
+        log = wait_for(lambda: (lambda t: t if 'Reload failed' in t else None)(
+            journal_after(ct, cursor, '-u', 'postern-qmgr.service', '-o', 'verbose')),
+            what="qmgr's refusal in the journal")
+        assert where in log, log
+        assert 'MESSAGE_ID=8d4c1a2e6f3b4b0c9a7e5d1f2c3b4a51' in log, log
+        assert 'PRIORITY=3' in log, log
+        assert show(ct, 'postern-qmgr.service', 'MainPID') == qmgr_pid
+    finally:
+        with open(main_cf, 'w') as f:
+            f.write(good)
+    r = ct.systemctl('reload', 'postern-smtpd.service', check=False)
+    assert r.returncode == 0, r.stderr
+
+
 def test_private_key_as_a_credential(ct):
     # The key moves where postern cannot read it; LoadCredential= hands it in.
     ct.run(['sh', '-c', 'cp /etc/postern/tls/key.pem /run/root-only.key && '
