@@ -283,6 +283,55 @@ def test_mailq_and_json_listing(make_queue):
     assert parse_mailq(r.stdout) == parse_mailq(q.tool('postqueue', '-p').stdout)
 
 
+def as_nobody(q, *args):
+    """Runs a queue tool as an unprivileged user (nobody, no groups)."""
+    return subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                           TOOLS[args[0]]] + list(args[1:]), capture_output=True, text=True,
+                          env=q.env(), timeout=120)
+
+
+def test_mailq_for_unprivileged_users(make_queue):
+    """The queue directories are 0700 (tmpfiles.d): a user who cannot read
+    them gets the listing from the queue manager (Queue1.List), as from
+    Postfix's showq, and never "Mail queue is empty" for a full queue."""
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n')
+    for d in (q.tmp, q.confdir, q.runtime, q.queue):
+        os.chmod(d, 0o755)
+    for d in os.listdir(q.queue):
+        os.chmod(os.path.join(q.queue, d), 0o700)
+    # No queue manager to ask: a clear error, not an empty queue.
+    r = as_nobody(q, 'postqueue', '-p')
+    assert r.returncode == 1 and r.stdout == '', r
+    assert 'postqueue: fatal: the queue manager cannot list the queue' in r.stderr, r.stderr
+    q.set_rules('*@slow.test deferred 4.4.1 connect to slow.test: Connection refused\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['x@slow.test', 'y@slow.test'])
+    b = q.inject('', ['z@example.org'], sub='hold')
+    q.start_qmgr()
+    os.chmod(os.path.join(q.runtime, 'qmgr'), 0o666)     # SocketMode=0666
+    wait_for(lambda: q.files('deferred') == [a], what='deferred')
+    r = as_nobody(q, 'postqueue', '-p')
+    assert r.returncode == 0, r.stderr
+    assert parse_mailq(r.stdout) == parse_mailq(q.tool('postqueue', '-p').stdout)
+    msgs = {m['id']: m for m in parse_mailq(r.stdout)}
+    assert sorted(msgs) == sorted([a, b])
+    assert msgs[a]['rcpts'] == ['x@slow.test', 'y@slow.test']
+    assert msgs[a]['reasons'] == ['(connect to slow.test: Connection refused)']
+    assert msgs[b]['mark'] == '!'
+    r = as_nobody(q, 'postqueue', '-j')
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(l)['queue_id'] for l in r.stdout.splitlines()) == sorted([a, b])
+    r = as_nobody(q, 'sendmail', '-bp')
+    assert parse_mailq(r.stdout) == parse_mailq(q.tool('postqueue', '-p').stdout), r.stderr
+    # postqueue -f is for every user too (authorized_flush_users).
+    r = as_nobody(q, 'postqueue', '-f')
+    assert r.returncode == 0, r.stderr
+    # An empty queue is still reported as such.
+    assert q.tool('postsuper', '-d', 'ALL').returncode == 0
+    r = as_nobody(q, 'postqueue', '-p')
+    assert r.stdout == 'Mail queue is empty\n', r.stderr
+
+
 def test_postsuper_hold_release_delete_requeue(make_queue):
     q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1s\n')
     q.set_rules('*@slow.test deferred 4.4.1 later\n')

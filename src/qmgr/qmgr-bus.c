@@ -11,6 +11,7 @@
  *   FlushSite(s domain)     the same for mail to one destination
  *   FlushId(s queue_id)     retry one message
  *   Status() -> a{sv}       active messages, deliveries in flight, ...
+ *   List(s format) -> h     the mailq listing ("text" or "json") on a pipe
  * Errors: org.freedesktop.DBus.Error.InvalidArgs for a malformed queue ID
  * or domain, org.postern.Queue1.Error.NoSuchMessage, and errno-mapped
  * errors otherwise (see postern-qmgr(8)). */
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -31,6 +33,7 @@
 #include "bus-names.h"
 #include "log.h"
 #include "qmgr.h"
+#include "queue-show.h"
 
 #define CLIENT_LIMIT 256
 
@@ -125,13 +128,79 @@ static int method_status(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* The listing for mailq and postqueue -p/-j of users who cannot read the
+ * queue (the directories are 0700 postern), as Postfix's showq serves
+ * them. A grandchild writes it to a pipe whose read end is the reply, so
+ * that a large queue never stalls the event loop and no child is left to
+ * reap. The grandchild keeps only the pipe and a fresh queue directory fd:
+ * no inherited bus connection or message lock outlives the reply. A
+ * failure after output started ends the stream with a NUL byte and the
+ * error text, which postqueue reports. */
+static void list_child(const char *queue_dir, int pipe_fd, bool json) {
+        _cleanup_close_ int qfd = -1;
+        FILE *out;
+        int r;
+
+        if (dup2(pipe_fd, STDOUT_FILENO) < 0)
+                _exit(EXIT_FAILURE);
+        (void) close_range(3, ~0U, 0);
+        out = stdout;
+        qfd = open(queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = qfd < 0 ? -errno : queue_show(qfd, json, out);
+        if (r < 0)
+                fprintf(out, "%ccannot list %s: %s", '\0', queue_dir, strerror(-r));
+        _exit(fflush(out) == 0 && r >= 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+}
+
+static int method_list(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Qmgr *q = userdata;
+        _cleanup_close_ int rfd = -1, wfd = -1;
+        const char *format;
+        int fds[2], status, r;
+        pid_t pid;
+
+        r = sd_bus_message_read(m, "s", &format);
+        if (r < 0)
+                return r;
+        if (!streq(format, "text") && !streq(format, "json"))
+                return reply_errno(error, -EINVAL, "format must be \"text\" or \"json\"");
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return reply_errno(error, -errno, "pipe");
+        rfd = fds[0];
+        wfd = fds[1];
+        pid = fork();
+        if (pid < 0)
+                return reply_errno(error, -errno, "fork");
+        if (pid == 0) {
+                pid_t pid2 = fork();
+                if (pid2 < 0)
+                        _exit(EXIT_FAILURE);
+                if (pid2 == 0)
+                        list_child(q->settings.queue_directory, wfd, streq(format, "json"));
+                _exit(EXIT_SUCCESS);
+        }
+        do
+                r = waitpid(pid, &status, 0);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return reply_errno(error, -ECHILD, "fork");
+        wfd = safe_close_fd(wfd);
+        log_debug("Queue listing requested");
+        return sd_bus_reply_method_return(m, "h", rfd);
+}
+
+/* Any local user may list the queue and ask for a flush (Postfix's
+ * authorized_mailq_users and authorized_flush_users default to anyone);
+ * sd-bus denies methods without SD_BUS_VTABLE_UNPRIVILEGED to peers of
+ * another uid. Enqueue stays for the queue's own roles. */
 static const sd_bus_vtable queue_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD("Enqueue", "s", "", method_enqueue, 0),
-        SD_BUS_METHOD("Flush", "", "", method_flush, 0),
-        SD_BUS_METHOD("FlushSite", "s", "", method_flush_site, 0),
-        SD_BUS_METHOD("FlushId", "s", "", method_flush_id, 0),
-        SD_BUS_METHOD("Status", "", "a{sv}", method_status, 0),
+        SD_BUS_METHOD("Flush", "", "", method_flush, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("FlushSite", "s", "", method_flush_site, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("FlushId", "s", "", method_flush_id, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Status", "", "a{sv}", method_status, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("List", "s", "h", method_list, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };
 

@@ -10,6 +10,7 @@
  *   FlushSite(s domain)             retry deferred mail for one destination
  *   FlushId(s queue_id)             retry one message
  *   Status() -> (a{sv})             queue sizes, deliveries in flight
+ *   List(s format) -> (h listing)   the mailq listing, "text" or "json", on a pipe
  *
  * org.postern.Delivery1 (deliver-remote, deliver-local; /org/postern/Delivery1):
  *   Deliver(h queue_file, s queue_id, s transport, s nexthop,

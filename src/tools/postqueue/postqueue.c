@@ -2,86 +2,98 @@
  * mailq) lists the queue in Postfix's showq format, -j as one JSON object
  * per message (Postfix 3.1+), -f, -s SITE and -i ID ask the queue manager
  * over org.postern.Queue1 to retry deferred mail now (its socket starts it
- * when it is not running). Listing reads queue_directory directly, so it
- * needs read access to the queue (root or the mail_owner). */
+ * when it is not running). Listing reads queue_directory directly when it
+ * can (root, the mail owner) and otherwise asks the queue manager for the
+ * listing (Queue1.List), so that every user can list the queue as with
+ * Postfix; it never reports an unreadable queue as empty. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-bus.h>
+
+#include "bus-names.h"
 #include "conf.h"
 #include "queue-scan.h"
+#include "queue-show.h"
 #include "strutil.h"
 
 static const char *arg_config_dir;
 
-static void json_string(FILE *f, const char *s) {
-        fputc('"', f);
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-                if (*p == '"' || *p == '\\')
-                        fprintf(f, "\\%c", *p);
-                else if (*p < 0x20 || *p == 0x7f)
-                        fprintf(f, "\\u%04x", *p);
-                else
-                        fputc(*p, f);
-        }
-        fputc('"', f);
-}
+/* Asks the queue manager for the listing (Queue1.List) and copies it to
+ * standard output. A NUL byte in the stream starts the error text of a
+ * listing that failed part way. */
+static int list_via_qmgr(bool json) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *address = NULL;
+        _cleanup_close_ int fd = -1;
+        char buf[65536], err[512];
+        size_t n_err = 0;
+        bool failed = false;
+        int lfd, r;
 
-static void show_json(const QueueListEntry *e) {
-        printf("{\"queue_name\": ");
-        json_string(stdout, e->queue);
-        printf(", \"queue_id\": ");
-        json_string(stdout, e->id);
-        printf(", \"arrival_time\": %lld, \"message_size\": %llu, \"forced_expire\": false, "
-               "\"sender\": ", (long long) e->arrival, (unsigned long long) e->size);
-        json_string(stdout, e->sender);
-        printf(", \"recipients\": [");
-        for (size_t i = 0; i < e->n_rcpts; i++) {
-                printf("%s{\"address\": ", i ? ", " : "");
-                json_string(stdout, e->rcpts[i].address);
-                if (e->rcpts[i].reason) {
-                        printf(", \"delay_reason\": ");
-                        json_string(stdout, e->rcpts[i].reason);
+        address = strdup_printf("unix:path=%s/%s", postern_runtime_dir(), QUEUE_BUS_SOCKET);
+        if (!address)
+                return -ENOMEM;
+        r = sd_bus_new(&bus);
+        if (r >= 0)
+                r = sd_bus_set_address(bus, address);
+        if (r >= 0)
+                r = sd_bus_start(bus);
+        if (r >= 0)
+                r = sd_bus_call_method(bus, NULL, QUEUE_BUS_OBJECT, QUEUE_BUS_INTERFACE, "List",
+                                       &error, &reply, "s", json ? "json" : "text");
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "h", &lfd);
+        if (r >= 0) {
+                fd = fcntl(lfd, F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        r = -errno;
+        }
+        if (r < 0) {
+                fprintf(stderr, "postqueue: fatal: the queue manager cannot list the queue: %s\n",
+                        error.message ? error.message : strerror(-r));
+                return r;
+        }
+        for (;;) {
+                ssize_t k = read(fd, buf, sizeof(buf));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        r = -errno;
+                        fprintf(stderr, "postqueue: fatal: cannot read the listing: %m\n");
+                        return r;
                 }
-                printf("}");
-        }
-        printf("]}\n");
-}
-
-/* Postfix's showq layout: "%-10s%c %8ld %20.20s %s" for the message line,
- * reasons right-aligned within 76 columns in parentheses, recipients under
- * the sender. */
-static void show_text(const QueueListEntry *e) {
-        char mark = e->hold ? '!' : streq(e->queue, QUEUE_ACTIVE) ? '*' : ' ';
-        char date[64];
-        const char *last_reason = NULL;
-        struct tm tm;
-
-        if (!localtime_r(&e->arrival, &tm) || !asctime_r(&tm, date))
-                strcpy(date, "??");
-        printf("%-10s%c %8llu %20.20s %s\n", e->id, mark, (unsigned long long) e->size, date,
-               e->sender[0] ? e->sender : "MAILER-DAEMON");
-        for (size_t i = 0; i < e->n_rcpts; i++) {
-                const char *reason = e->rcpts[i].reason;
-                if (reason && (!last_reason || !streq(reason, last_reason))) {
-                        int pad = 76 - (int) strlen(reason);
-                        printf("%*s(%s)\n", pad > 0 ? pad : 0, "", reason);
-                        last_reason = reason;
+                if (k == 0)
+                        break;
+                for (ssize_t i = 0; i < k; i++) {
+                        if (failed) {
+                                if (n_err < sizeof(err) - 1)
+                                        err[n_err++] = buf[i];
+                        } else if (buf[i] == '\0')
+                                failed = true;
+                        else
+                                putchar(buf[i]);
                 }
-                printf("%41s%s\n", "", e->rcpts[i].address);
         }
+        if (failed) {
+                err[n_err] = '\0';
+                fprintf(stderr, "postqueue: fatal: %s\n", err);
+                return -EIO;
+        }
+        return 0;
 }
 
 static int list_queue(bool json) {
         _cleanup_(conf_unrefp) Config *cfg = NULL;
         _cleanup_close_ int qfd = -1;
-        unsigned long long total = 0;
-        unsigned count = 0;
+        const char *dir;
         Diag diags = {0};
         int r;
 
@@ -93,48 +105,17 @@ static int list_queue(bool json) {
                         strerror(-r));
                 return r;
         }
-        qfd = open(conf_get_str(cfg, P_QUEUE_DIRECTORY), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (qfd < 0) {
-                fprintf(stderr, "postqueue: fatal: cannot open queue_directory %s: %m\n",
-                        conf_get_str(cfg, P_QUEUE_DIRECTORY));
-                return -errno;
-        }
-        for (size_t k = 0; queue_names[k]; k++) {
-                _cleanup_(queue_scan_freep) QueueScan *scan = NULL;
-                char id[QUEUE_ID_SIZE];
-
-                r = queue_scan_new(qfd, queue_names[k], &scan);
-                while (r >= 0 && (r = queue_scan_next(scan, id, NULL)) > 0) {
-                        QueueListEntry e = {0};
-                        int k2 = queue_list_read(qfd, queue_names[k], id, &e);
-                        if (k2 < 0)
-                                continue;       /* gone meanwhile, or not readable */
-                        if (json)
-                                show_json(&e);
-                        else {
-                                printf(count == 0 ? "%-11s %8s %-20s %s\n" : "\n", "-Queue ID-",
-                                       "--Size--", "----Arrival Time----",
-                                       "-Sender/Recipient-------");
-                                show_text(&e);
-                        }
-                        total += e.size;
-                        count++;
-                        queue_list_entry_done(&e);
-                }
-                if (r < 0 && r != -EACCES) {
-                        fprintf(stderr, "postqueue: fatal: cannot scan %s: %s\n", queue_names[k],
-                                strerror(-r));
-                        return r;
-                }
-        }
-        if (!json) {
-                if (count == 0)
-                        printf("Mail queue is empty\n");
-                else
-                        printf("\n-- %llu Kbytes in %u Request%s.\n", total / 1024, count,
-                               count == 1 ? "" : "s");
-        }
-        return 0;
+        dir = conf_get_str(cfg, P_QUEUE_DIRECTORY);
+        qfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = qfd < 0 ? -errno : queue_show(qfd, json, stdout);
+        /* The queue directories are the mail owner's: other users get the
+         * listing from the queue manager, as Postfix's showq gives it. */
+        if (r == -EACCES || r == -EPERM)
+                return list_via_qmgr(json);
+        if (r < 0)
+                fprintf(stderr, "postqueue: fatal: cannot list queue_directory %s: %s\n", dir,
+                        strerror(-r));
+        return r;
 }
 
 static int request(const char *method, const char *arg) {
