@@ -393,10 +393,6 @@ CASES = [
      'smtpd_relay_restrictions = permit_auth_destination, reject\n',
      {'rcpt': 'x@remote.example'}, '554 5.7.1 <x@remote.example>: Recipient address rejected: '
                                    'Access denied', {}),
-    ('delay_reject_no', 'smtpd_delay_reject = no\nsmtpd_client_restrictions = '
-                        'check_client_access inline:{192.0.2.10=REJECT}\n', {},
-     '554 5.7.1 <client.example.net[192.0.2.10]>: Client host rejected: Access denied',
-     {'source': UNLISTED}),
     ('smtpd_helo_required', 'smtpd_helo_required = yes\n', {'helo': None},
      '503 5.5.1 Error: send HELO/EHLO first', {}),
 ]
@@ -427,6 +423,56 @@ def test_dns_down_defers_instead_of_passing(make):
     assert converse(srv, sender='a@good.example') == (
         '450 4.1.8 <a@good.example>: Sender address rejected: Domain not found')
     srv.wait_log('reject: ')
+
+
+DENY_LISTED = 'smtpd_client_restrictions = check_client_access inline:{192.0.2.10=REJECT}\n'
+
+
+def test_delay_reject_no_rejects_client_at_connect(make):
+    """smtpd_delay_reject = no: the client restrictions run at connect and
+    their rejection replaces the greeting; every command but QUIT then
+    gets 503, as in Postfix's smtpd."""
+    srv = make(RELAY_CF + 'smtpd_delay_reject = no\n' + DENY_LISTED)
+    c = srv.client()
+    assert c.reply() == [
+        '554 5.7.1 <client.example.net[192.0.2.10]>: Client host rejected: Access denied']
+    assert c.cmd('EHLO client.example.net') == [
+        '503 5.7.0 Error: access denied for unknown[192.0.2.10]']
+    assert c.cmd('MAIL FROM:<a@good.example>') == [
+        '503 5.7.0 Error: access denied for unknown[192.0.2.10]']
+    assert c.cmd('QUIT') == ['221 2.0.0 Bye']
+    c.close()
+    srv.wait_log('NOQUEUE: reject: CONNECT from unknown[192.0.2.10]: 554 5.7.1 '
+                 '<client.example.net[192.0.2.10]>: Client host rejected: Access denied')
+    # Another client is greeted and gets through.
+    assert converse(srv, source=UNLISTED) == '250 2.1.5 Ok'
+
+
+def test_delay_reject_no_rejects_sender_at_mail(make):
+    srv = make(RELAY_CF + 'smtpd_delay_reject = no\n'
+               'smtpd_sender_restrictions = check_sender_access inline:{a@bad.example=REJECT}\n')
+    c = srv.client()
+    assert c.reply()[0].startswith('220 ')
+    assert c.cmd('HELO client.example.net') == ['250 mx.example.test']
+    assert c.cmd('MAIL FROM:<a@bad.example>') == [
+        '554 5.7.1 <a@bad.example>: Sender address rejected: Access denied']
+    assert c.cmd('MAIL FROM:<a@good.example>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<alice@example.test>') == ['250 2.1.5 Ok']
+    c.close()
+
+
+def test_delay_reject_yes_rejects_client_at_rcpt(make):
+    """The default smtpd_delay_reject = yes: the client rejection waits for
+    RCPT, HELO and MAIL succeed."""
+    srv = make(RELAY_CF + DENY_LISTED)
+    c = srv.client()
+    assert c.reply()[0].startswith('220 ')
+    assert c.cmd('HELO client.example.net') == ['250 mx.example.test']
+    assert c.cmd('MAIL FROM:<a@good.example>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<alice@example.test>') == [
+        '554 5.7.1 <client.example.net[192.0.2.10]>: Client host rejected: Access denied']
+    c.close()
+    srv.wait_log('NOQUEUE: reject: RCPT from unknown[192.0.2.10]: 554 5.7.1')
 
 
 def test_delay_reject_no_rejects_at_helo(make):

@@ -791,20 +791,19 @@ int restrict_engine_limit_exempt(RestrictEngine *en, const InetAddr *client) {
 static size_t stage_lists(RestrictEngine *en, RestrictStage stage, RestrictListId *seq) {
         size_t n = 0;
         switch (stage) {
+        /* smtpd_delay_reject = no: each list at its own command, as
+         * Postfix's smtpd_check_client(), _helo() and _mail() run. */
         case RESTRICT_STAGE_CONNECT:
+                if (!en->delay_reject)
+                        seq[n++] = RESTRICT_LIST_CLIENT;
                 break;
         case RESTRICT_STAGE_HELO:
-                if (!en->delay_reject) {
-                        seq[n++] = RESTRICT_LIST_CLIENT;
+                if (!en->delay_reject)
                         seq[n++] = RESTRICT_LIST_HELO;
-                }
                 break;
         case RESTRICT_STAGE_MAIL:
-                if (!en->delay_reject) {
-                        seq[n++] = RESTRICT_LIST_CLIENT;
-                        seq[n++] = RESTRICT_LIST_HELO;
+                if (!en->delay_reject)
                         seq[n++] = RESTRICT_LIST_SENDER;
-                }
                 break;
         case RESTRICT_STAGE_RCPT:
                 if (en->delay_reject) {

@@ -22,7 +22,9 @@
  * Semantics follow Postfix: the lists of a stage are evaluated in order;
  * the first permit or reject ends a list; a permit ends only its own list,
  * a reject ends the stage. With smtpd_delay_reject = yes the client, HELO
- * and sender lists run at RCPT time before the relay and recipient lists.
+ * and sender lists run at RCPT time before the relay and recipient lists;
+ * with "no" the client list runs at connect (RESTRICT_STAGE_CONNECT), the
+ * HELO list at HELO/EHLO and the sender list at MAIL.
  * Lookup failures of access tables end the stage with "451 4.3.0
  * <name>: Temporary lookup failure"; they are never read as "not found".
  * DNS block lists that do not answer count as "not listed" (as in Postfix;

@@ -148,6 +148,7 @@ struct SmtpSession {
         /* Access policy (smtpd-check.c). */
         SmtpdCheck *check;
         bool ill_pipelining;            /* commands sent ahead without PIPELINING */
+        bool access_denied;             /* client restrictions refused it at connect */
         void (*check_cont)(SmtpSession *s, const RestrictResult *res);
         SmtpRcptArgs pending_rcpt;      /* RCPT waiting for the policy */
         SmtpVerb pending_verb;
@@ -421,6 +422,30 @@ static void session_check(SmtpSession *s, RestrictStage stage, const RestrictReq
         (void) session_flush(s);
 }
 
+/* The greeting. With smtpd_delay_reject = no the client restrictions run
+ * first and a rejection takes the place of the 220; every later command
+ * but QUIT then gets a 503 (Postfix's smtpd_proto()). */
+static void connect_checked(SmtpSession *s, const RestrictResult *res) {
+        log_notes(s, "CONNECT", res, NULL);
+        if (res->reject) {
+                log_reject(s, "CONNECT", res->reply);
+                reply(s, "%s", res->reply);
+                s->access_denied = true;
+                return;
+        }
+        reply(s, "220 %s", S(s)->banner);
+}
+
+static void session_greet(SmtpSession *s) {
+        if (!smtpd_check_stage_empty(s->check, RESTRICT_STAGE_CONNECT)) {
+                RestrictRequest req;
+                build_request(s, &req);
+                session_check(s, RESTRICT_STAGE_CONNECT, &req, connect_checked);
+                return;
+        }
+        reply(s, "220 %s", S(s)->banner);
+}
+
 static void rfc5322_date(time_t t, char *buf, size_t size) {
         struct tm tm;
         localtime_r(&t, &tm);
@@ -586,6 +611,23 @@ static int on_header(void *userdata, const char *raw, size_t len, const char *un
         return 0;
 }
 
+/* always_add_missing_headers, or the client matches
+ * local_header_rewrite_clients. */
+static bool add_missing_headers(SmtpSession *s) {
+        unsigned m = S(s)->header_rewrite_clients;
+
+        if (S(s)->always_add_missing_headers || (m & SMTPD_REWRITE_ALL))
+                return true;
+        if ((m & SMTPD_REWRITE_SASL) && s->sasl_username)
+                return true;
+        if (!s->have_addr)
+                return false;
+        if ((m & SMTPD_REWRITE_MYNETWORKS) && smtpd_client_in_mynetworks(s->smtpd, &s->addr))
+                return true;
+        return (m & SMTPD_REWRITE_INET_INTERFACES) && S(s)->own_addresses &&
+               addr_is_own_address(S(s)->own_addresses, &s->addr);
+}
+
 static int on_end_of_headers(void *userdata) {
         SmtpSession *s = userdata;
         SmtpTransaction *t = s->tx;
@@ -595,7 +637,7 @@ static int on_end_of_headers(void *userdata) {
 
         /* Postfix cleanup adds what a mail user agent left out, for local
          * submission: Date, Message-ID and From. */
-        if (S(s)->add_missing_headers) {
+        if (add_missing_headers(s)) {
                 _cleanup_free_ char *hdr = NULL;
                 if (!t->have_date) {
                         rfc5322_date(now, date, sizeof(date));
@@ -1330,7 +1372,7 @@ static void tls_step(SmtpSession *s) {
         s->sasl_username = mfree(s->sasl_username);
         s->sasl_method = mfree(s->sasl_method);
         if (S(s)->tls_wrappermode)
-                reply(s, "220 %s", S(s)->banner);
+                session_greet(s);
 }
 
 static void auth_end(SmtpSession *s) {
@@ -1566,6 +1608,12 @@ static void handle_command(SmtpSession *s, char *line, size_t len) {
                 }
         }
 
+        /* Refused at connect (session_greet()): nothing but QUIT. */
+        if (s->access_denied && verb != SMTP_VERB_QUIT && verb != SMTP_VERB_UNKNOWN) {
+                reply(s, "503 5.7.0 Error: access denied for %s", s->client);
+                return;
+        }
+
         /* smtpd_tls_security_level = encrypt: nothing but the session
          * basics before TLS (RFC 3207 4). */
         if (S(s)->tls_level == SMTPD_TLS_ENCRYPT && !s->tls_info && verb != SMTP_VERB_HELO &&
@@ -1717,6 +1765,8 @@ static void session_run(SmtpSession *s) {
                         s->bdat_skip -= n;
                         continue;
                 }
+                if (s->in_pos == s->in.len)
+                        break;  /* nothing buffered (in.data may be NULL yet) */
                 r = smtp_line_find(s->in.data + s->in_pos, s->in.len - s->in_pos,
                                    S(s)->line_length_limit, &len, &consumed, &bare_lf);
                 if (r == 0) {
@@ -2070,7 +2120,7 @@ int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret) {
                         return 0;
                 }
         } else {
-                reply(s, "220 %s", d->settings.banner);
+                session_greet(s);
                 (void) session_flush(s);
         }
         session_update_events(s);

@@ -234,6 +234,7 @@ static int policy_explain(int argc, char **argv) {
                         const char *name;
                         bool run;
                 } stages[] = {
+                        {RESTRICT_STAGE_CONNECT, "CONNECT", true},
                         {RESTRICT_STAGE_HELO, "HELO", helo != NULL},
                         {RESTRICT_STAGE_MAIL, "MAIL", from != NULL},
                         {RESTRICT_STAGE_RCPT, "RCPT", to != NULL},
