@@ -9,9 +9,10 @@ import socket
 import subprocess
 import tempfile
 
-from common import BUILD_DIR, free_port, wait_for
+from common import BUILD_DIR, SRC_DIR, free_port, wait_for
 
 SMTPD = os.path.join(BUILD_DIR, 'src', 'smtpd', 'postern-smtpd')
+SHIPPED_CONF = os.path.join(SRC_DIR, 'conf')
 OWN_MODULES = ('src/smtpd/', 'addr.c', 'queue-file.c', 'queue-id.c')
 QUEUE_DIRS = ('incoming', 'active', 'deferred', 'hold', 'corrupt', 'maildrop')
 
@@ -118,8 +119,21 @@ class Smtpd:
         with open(os.path.join(self.queue, sub, qid), 'rb') as f:
             return parse_queue_file(f.read())
 
-    def connect(self):
-        return RawClient(self.port)
+    def connect(self, source=None):
+        return RawClient(self.port, source)
+
+
+def shipped(name, *params):
+    """The text of a configuration file shipped in conf/ ("main.cf",
+    "services.d/submission.cf"); with params, only the lines setting them."""
+    with open(os.path.join(SHIPPED_CONF, name)) as f:
+        text = f.read()
+    if not params:
+        return text
+    lines = [line for line in text.splitlines(True)
+             if line.split('=', 1)[0].strip() in params]
+    assert len(lines) == len(params), (name, params, lines)
+    return ''.join(lines)
 
 
 def parse_queue_file(data):
@@ -149,8 +163,11 @@ class RawClient:
     """A line-oriented SMTP client on a plain socket, for what smtplib will
     not do: pipelined groups, bare LF, BDAT, broken syntax."""
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(('127.0.0.1', port), timeout=10)
+    def __init__(self, port, source=None):
+        # source: another loopback address (127.0.0.5) for a client that
+        # is not one of this host's interface addresses.
+        self.sock = socket.create_connection(('127.0.0.1', port), timeout=10,
+                                             source_address=(source, 0) if source else None)
         self.buf = b''
 
     def send(self, data):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from smtpd_helpers import SMTPD, Smtpd, wait_for
+from smtpd_helpers import SMTPD, Smtpd, shipped, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SMTPD), reason='postern-smtpd not built')
 
@@ -417,30 +417,49 @@ def test_content_checks(make_smtpd, tmp_path):
     assert 'hold: header Subject: hold me' in log
 
 
-def test_submission_adds_missing_headers(make_smtpd):
-    s = make_smtpd(service='submission', service_cf='mynetworks = 127.0.0.0/8\n')
-    c = s.connect()
+def send_bare(s, sender='user@example.test', rcpt='friend@elsewhere.example', source=None):
+    """A message with Subject: only; returns the content of its queue file."""
+    c = s.connect(source)
     c.reply()
     c.cmd('EHLO laptop')
-    c.cmd('MAIL FROM:<user@example.test>')
-    assert c.cmd('RCPT TO:<friend@elsewhere.example>') == ['250 2.1.5 Ok']
+    c.cmd('MAIL FROM:<%s>' % sender)
+    assert c.cmd('RCPT TO:<%s>' % rcpt) == ['250 2.1.5 Ok']
     c.cmd('DATA')
     c.send('Subject: no date\r\n\r\nbody\r\n.\r\n')
     qid = queued_id(c.reply()[0])
+    c.cmd('QUIT')
     _, content, env = s.read_queue_file(qid)
+    return qid, content.split(b'\n\n', 1)[0].decode(), env
+
+
+def test_submission_adds_missing_headers(make_smtpd):
+    # The shipped submission.cf names the clients (permit_mynetworks here;
+    # test_tls_sasl.py covers permit_sasl_authenticated).
+    s = make_smtpd(service='submission', service_cf='mynetworks = 127.0.0.0/8\n' +
+                   shipped('services.d/submission.cf', 'local_header_rewrite_clients'))
+    qid, head, env = send_bare(s, source='127.0.0.5')
     assert env['service'] == 'submission'
-    head = content.split(b'\n\n', 1)[0].decode()
     assert 'Subject: no date' in head
     assert '\nDate: ' in head
     assert '\nMessage-ID: <' in head and ('.%s@mx.example.test>' % qid) in head
     assert '\nFrom: user@example.test' in head
 
 
-def test_smtpd_does_not_add_headers(smtpd):
-    assert queued_id(send_subject(smtpd, 'plain'))
-    (qid,) = smtpd.queue_files()
-    _, content, _ = smtpd.read_queue_file(qid)
-    assert b'Message-ID' not in content and b'\nDate:' not in content
+def test_smtpd_does_not_add_headers(make_smtpd):
+    # An MX client that is neither this host nor in mynetworks: its mail
+    # is left as it came, whatever the service is called.
+    for service in ('smtpd', 'submission'):
+        s = make_smtpd(service=service)
+        _, head, _ = send_bare(s, rcpt='b@example.test', source='127.0.0.5')
+        assert 'Message-ID' not in head and '\nDate:' not in head and 'From:' not in head
+    # The default local_header_rewrite_clients = permit_inet_interfaces:
+    # this host's own address is local submission (Postfix).
+    _, head, _ = send_bare(s, rcpt='b@example.test')
+    assert '\nMessage-ID: <' in head and '\nDate: ' in head
+    # always_add_missing_headers = yes: every client.
+    s = make_smtpd(main_cf='always_add_missing_headers = yes\n')
+    _, head, _ = send_bare(s, rcpt='b@example.test', source='127.0.0.5')
+    assert '\nMessage-ID: <' in head and '\nFrom: user@example.test' in head
 
 
 def test_disk_full(make_smtpd, tmp_path):

@@ -88,6 +88,7 @@ void smtpd_settings_done(SmtpdSettings *s) {
         map_list_free(s->body_checks);
         free(s->sasl_path);
         free(s->sasl_service);
+        addr_classifier_free(s->own_addresses);
         *s = (SmtpdSettings) {0};
 }
 
@@ -188,6 +189,32 @@ static int tls_load(Config *c, const TlsContext *previous, bool reload,
         return 0;
 }
 
+/* Postfix's cleanup completes the headers of locally submitted mail only:
+ * always_add_missing_headers, or a client that matches
+ * local_header_rewrite_clients. The role (submission) gets it from its
+ * services.d file, never from its name. */
+static int settings_load_header_rewrite(Config *c, Diag *diags, SmtpdSettings *s) {
+        s->always_add_missing_headers = conf_get_bool(c, P_ALWAYS_ADD_MISSING_HEADERS);
+        s->header_rewrite_clients = 0;
+        STRV_FOREACH(i, conf_get_list(c, P_LOCAL_HEADER_REWRITE_CLIENTS)) {
+                if (strcaseeq(*i, "static:all"))
+                        s->header_rewrite_clients |= SMTPD_REWRITE_ALL;
+                else if (strcaseeq(*i, "permit_mynetworks"))
+                        s->header_rewrite_clients |= SMTPD_REWRITE_MYNETWORKS;
+                else if (strcaseeq(*i, "permit_sasl_authenticated"))
+                        s->header_rewrite_clients |= SMTPD_REWRITE_SASL;
+                else if (strcaseeq(*i, "permit_inet_interfaces"))
+                        s->header_rewrite_clients |= SMTPD_REWRITE_INET_INTERFACES;
+                else
+                        diag_warning(diags, NULL, 0,
+                                     "local_header_rewrite_clients: ignoring unsupported \"%s\"",
+                                     *i);
+        }
+        if (s->header_rewrite_clients & SMTPD_REWRITE_INET_INTERFACES)
+                return addr_classifier_new(c, diags, &s->own_addresses);
+        return 0;
+}
+
 static int settings_load(Config *c, const char *service, Diag *diags, SmtpdSettings *s) {
         _cleanup_strv_free_ char **tables = NULL;
         const char *bare, *qmgr;
@@ -226,9 +253,9 @@ static int settings_load(Config *c, const char *service, Diag *diags, SmtpdSetti
         s->bare_newline_code = (unsigned) conf_get_int(c, P_SMTPD_FORBID_BARE_NEWLINE_REJECT_CODE);
         s->max_idle_usec = MAX(conf_get_time(c, P_MAX_IDLE), 1) * 1000000ULL;
         s->session_limit = SESSION_LIMIT_DEFAULT;
-        /* Postfix's cleanup completes headers of locally submitted mail; here
-         * that is mail through the submission services. */
-        s->add_missing_headers = !streq(service, "smtpd");
+        r = settings_load_header_rewrite(c, diags, s);
+        if (r < 0)
+                return r;
 
         if ((r = strv_copy(conf_get_list(c, P_MYDESTINATION), &s->mydestination)) < 0 ||
             (r = strv_copy(conf_get_list(c, P_RELAY_DOMAINS), &s->relay_domains)) < 0 ||

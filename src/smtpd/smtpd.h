@@ -14,6 +14,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "addr-class.h"
 #include "conf.h"
 #include "inet.h"
 #include "map.h"
@@ -25,6 +26,14 @@
 typedef struct Smtpd Smtpd;
 typedef struct SmtpSession SmtpSession;
 typedef struct SmtpdQueue SmtpdQueue;
+
+/* local_header_rewrite_clients. */
+enum {
+        SMTPD_REWRITE_ALL = 1 << 0,             /* static:all */
+        SMTPD_REWRITE_MYNETWORKS = 1 << 1,      /* permit_mynetworks */
+        SMTPD_REWRITE_SASL = 1 << 2,            /* permit_sasl_authenticated */
+        SMTPD_REWRITE_INET_INTERFACES = 1 << 3, /* permit_inet_interfaces */
+};
 
 typedef enum SmtpdBareNewline {
         SMTPD_BARE_NEWLINE_NO,          /* accept bare LF as a content line end */
@@ -57,7 +66,12 @@ typedef struct SmtpdSettings {
         unsigned bare_newline_code;     /* smtpd_forbid_bare_newline_reject_code */
         uint64_t max_idle_usec;
         unsigned session_limit;
-        bool add_missing_headers;       /* Date, Message-ID, From for submission */
+        /* Missing Date, Message-ID and From headers are added for
+         * always_add_missing_headers, or for clients that match
+         * local_header_rewrite_clients (SMTPD_REWRITE_* bits). */
+        bool always_add_missing_headers;
+        unsigned header_rewrite_clients;
+        AddrClassifier *own_addresses;  /* for permit_inet_interfaces, else NULL */
         char *qmgr_socket;
         char **mydestination;
         char **relay_domains;
