@@ -54,6 +54,18 @@ def test_banner_and_ehlo(smtpd):
     assert c.closed()
 
 
+def test_shipped_main_cf_disables_vrfy(make_smtpd):
+    # The built-in default keeps VRFY (test_banner_and_ehlo, as Postfix);
+    # the main.cf that postern installs turns it off.
+    s = make_smtpd(main_cf=shipped('main.cf', 'disable_vrfy_command'))
+    c = s.connect()
+    c.reply()
+    assert 'VRFY' not in [line[4:] for line in c.cmd('EHLO client.example.org')]
+    assert c.cmd('VRFY <user@example.test>') == ['502 5.5.1 VRFY command is disabled']
+    assert c.cmd('VRFY') == ['502 5.5.1 VRFY command is disabled']
+    c.cmd('QUIT')
+
+
 def test_smtplib_message_queued(smtpd):
     with smtplib.SMTP('127.0.0.1', smtpd.port) as s:
         s.ehlo('client.example.org')
