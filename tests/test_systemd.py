@@ -528,6 +528,80 @@ def test_killed_queue_manager_comes_back_and_loses_nothing(ct):
                    '-type', 'f']).stdout == ''
 
 
+def count_in_maildir(ct, subject):
+    r = ct.run(['grep', '-rlx', 'Subject: ' + subject, '/home/bob/Maildir/new'], check=False)
+    return len(r.stdout.split())
+
+
+def restarts(ct, unit):
+    return int(show(ct, unit, 'NRestarts'))
+
+
+def wait_restarted(ct, unit, before, old_pid):
+    """Waits until systemd restarted unit (Restart=on-failure) and it runs
+    again under a new main PID."""
+    wait_for(lambda: restarts(ct, unit) == before + 1, what='the restart of ' + unit)
+    wait_for(lambda: ct.is_active(unit) == 'active' and
+             show(ct, unit, 'MainPID') not in ('0', old_pid), what=unit + ' active again')
+
+
+def test_killed_queue_manager_with_queued_mail_delivers_it_once(ct):
+    ct.systemctl('start', 'postern-qmgr.service')
+    pid = show(ct, 'postern-qmgr.service', 'MainPID')
+    before = restarts(ct, 'postern-qmgr.service')
+    subjects = ['qmgr-kill-%d' % i for i in range(5)]
+    # Stopped, the queue manager takes no mail: it stays in incoming/.
+    ct.run(['kill', '-STOP', pid])
+    try:
+        for subject in subjects:
+            send_mail(ct, 25, 'bob@mx.example.test', subject)
+        assert ct.run(['find', '/var/spool/postern/incoming', '-type', 'f']).stdout.strip()
+    finally:
+        ct.run(['kill', '-KILL', pid])
+    # systemd restarts it; the new one finds the mail without being called.
+    wait_restarted(ct, 'postern-qmgr.service', before, pid)
+    wait_for(lambda: all(count_in_maildir(ct, s) for s in subjects), timeout=60,
+             what='delivery of the mail queued while the queue manager was down')
+    for subject in subjects:
+        assert count_in_maildir(ct, subject) == 1, subject
+
+
+def test_killed_local_delivery_agent_delivers_once(ct):
+    ct.systemctl('start', 'postern-qmgr.service')
+    ct.systemctl('start', 'postern-deliver-local.service')
+    pid = show(ct, 'postern-deliver-local.service', 'MainPID')
+    before = restarts(ct, 'postern-deliver-local.service')
+    ct.run(['kill', '-STOP', pid])
+    try:
+        qid = send_mail(ct, 25, 'bob@mx.example.test', 'local-kill')
+        # The queue manager's Deliver call waits for the stopped agent.
+        wait_for(lambda: re.search(r'\b1 deliver(y|ies) in flight',
+                                   show(ct, 'postern-qmgr.service', 'StatusText')),
+                 what='the delivery in flight')
+    finally:
+        ct.run(['kill', '-KILL', pid])
+    wait_restarted(ct, 'postern-deliver-local.service', before, pid)
+    # A call lost with the agent is deferred; flush the queue.
+    ct.run(['/usr/local/sbin/postqueue', '-f'])
+    wait_for(lambda: count_in_maildir(ct, 'local-kill'), timeout=30,
+             what='delivery after the restart')
+    wait_for(lambda: 'status=sent' in ct.journal('POSTERN_QUEUE_ID=' + qid), what='status=sent')
+    assert count_in_maildir(ct, 'local-kill') == 1
+
+
+def test_killed_smtpd_is_restarted_and_keeps_accepted_mail(ct):
+    smtp_script(ct, 25, ['QUIT'])
+    pid = show(ct, 'postern-smtpd.service', 'MainPID')
+    before = restarts(ct, 'postern-smtpd.service')
+    send_mail(ct, 25, 'bob@mx.example.test', 'smtpd-kill')
+    ct.run(['kill', '-KILL', pid])
+    wait_restarted(ct, 'postern-smtpd.service', before, pid)
+    out = smtp_script(ct, 25, ['QUIT'])
+    assert out.startswith('220 mx.example.test'), out
+    wait_for(lambda: count_in_maildir(ct, 'smtpd-kill'), what='delivery of the accepted mail')
+    assert count_in_maildir(ct, 'smtpd-kill') == 1
+
+
 def security_score(ct, unit):
     out = ct.run(['systemd-analyze', 'security', '--no-pager', unit], check=False).stdout
     m = re.search(r'Overall exposure level for \S+: (\d+\.\d+)', out)
