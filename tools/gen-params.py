@@ -393,23 +393,92 @@ option of a command or the environment variable
 selects another one.
 Programs running set\-user\-id or set\-group\-id ignore the variable.
 .SS Differences from Postfix
-Defaults are those of Postfix 3.7 at compatibility level 3.6, with the
-changes noted below for
-.BR append_dot_mydomain ,
-.BR relay_domains ,
-.BR smtpd_forbid_bare_newline ,
-.BR smtpd_forbid_unauth_pipelining ,
-.BR smtpd_sasl_type ,
-.B smtpd_sasl_path
-and the directory and account names.
+Defaults are those of Postfix 3.7 at compatibility level 3.6.
 Conditional defaults that depend on
 .B compatibility_level
-or on system stress in Postfix have their fixed, modern value here.
+or on system stress in Postfix have their fixed, modern value here:
+.BR append_dot_mydomain ,
+.BR mynetworks_style ,
+.BR relay_domains ,
+.BR smtpd_relay_restrictions ,
+.BR smtputf8_enable ,
+.BR smtp_tls_fingerprint_digest ,
+.BR smtpd_tls_fingerprint_digest ,
+.BR smtpd_hard_error_limit ,
+.B smtpd_junk_command_limit
+and
+.BR smtpd_timeout .
 The default
 .B myhostname
 comes from
 .BR gethostname (2)
 without a DNS lookup, as in Postfix.
+Deliberate differences:
+.TP
+.B alias_maps
+is
+.B hash:/etc/aliases
+without Postfix's
+.BR nis:mail.aliases :
+postern has no NIS client.
+.TP
+.B biff
+is
+.BR no :
+postern does not implement the biff notification.
+.TP
+.B virtual_mailbox_lock
+is
+.B fcntl
+(Postfix on Linux:
+.BR "fcntl, dotlock" ),
+so that virtual delivery leaves no lock files in
+.BR virtual_mailbox_base .
+.TP
+.BR smtpd_forbid_bare_newline ", " smtpd_forbid_unauth_pipelining
+have the Postfix 3.9 defaults
+.B normalize
+and
+.BR yes ,
+against SMTP smuggling and clients that talk out of turn.
+.TP
+.BR smtpd_sasl_type ", " smtpd_sasl_path
+are
+.B dovecot
+and
+.BR private/auth :
+postern speaks only the Dovecot authentication protocol.
+.TP
+.BR compatibility_level ", " enable_long_queue_ids
+are
+.B 3.6
+and
+.BR yes ,
+and informational: postern always behaves so.
+.TP
+.BR mail_name ", " mail_owner ", " syslog_name ", " mail_version
+and the directories
+.RB ( config_directory ,
+.BR queue_directory ,
+.BR data_directory ,
+.BR command_directory ,
+.BR daemon_directory ,
+.BR readme_directory )
+name postern, its account and its own paths.
+.PP
+Parameters that Postfix does not have, such as
+.B dns_resolver_servers
+or
+.BR smtpd_worker_processes ,
+are postern's own; the per\-transport limits such as
+.B smtp_destination_concurrency_limit
+exist for postern's fixed transports
+.BR smtp ,
+.BR relay ,
+.B lmtp
+and
+.B virtual
+whether or not a master.cf defines them.
 .SH PARAMETERS
 '''
 
