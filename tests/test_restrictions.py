@@ -773,7 +773,7 @@ def test_new_tls_session_rate_limit(make, tmp_path):
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
 
-    def starttls():
+    def starttls(then_mail=False):
         c = srv.client()
         try:
             c.reply()
@@ -781,11 +781,16 @@ def test_new_tls_session_rate_limit(make, tmp_path):
             r = c.cmd('STARTTLS')[0]
             if r.startswith('220'):
                 ctx.wrap_socket(c.sock).close()
+            elif then_mail:
+                # Refused STARTTLS: the session goes on in plaintext.
+                assert c.cmd('MAIL FROM:<a@good.example>') == ['250 2.1.0 Ok']
+                assert c.cmd('RCPT TO:<alice@example.test>') == ['250 2.1.5 Ok']
+                assert c.cmd('QUIT') == ['221 2.0.0 Bye']
             return r
         finally:
             c.close()
     assert starttls().startswith('220')
-    assert starttls() == '421 4.7.0 Error: too many new TLS sessions from 192.0.2.10'
+    assert starttls(then_mail=True) == '454 4.7.0 Error: too many new TLS sessions from 192.0.2.10'
     srv.wait_log('New TLS session rate limit exceeded: 2 from unknown[192.0.2.10]')
     wait_reset(lambda: starttls()[:3], '220')
 

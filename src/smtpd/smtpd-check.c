@@ -7,8 +7,9 @@
  *
  * Limits: the connection count and rate are checked when a session
  * starts, the message rate at MAIL, the recipient rate at RCPT, the new
- * TLS session rate at STARTTLS (and at connect in wrapper mode), the AUTH
- * rate at AUTH; clients in smtpd_client_event_limit_exceptions are exempt.
+ * TLS session rate at STARTTLS (454, the session goes on in plaintext) and
+ * at connect in wrapper mode (the connection is dropped), the AUTH rate at
+ * AUTH; clients in smtpd_client_event_limit_exceptions are exempt.
  * Replies and warnings follow Postfix's smtpd. When the anvil table cannot
  * be opened the limits are off (with one warning), mail keeps flowing. */
 #include <errno.h>
@@ -209,7 +210,7 @@ int smtpd_check_rate(SmtpdCheck *c, AnvilRate rate, char **ret_reply) {
                 [ANVIL_RATE_NEW_TLS] = {P_SMTPD_CLIENT_NEW_TLS_SESSION_RATE_LIMIT,
                                         "smtpd_client_new_tls_session_rate_limit",
                                         "New TLS session rate",
-                                        "421 4.7.0 Error: too many new TLS sessions from "},
+                                        "454 4.7.0 Error: too many new TLS sessions from "},
                 [ANVIL_RATE_AUTH] = {P_SMTPD_CLIENT_AUTH_RATE_LIMIT,
                                      "smtpd_client_auth_rate_limit", "AUTH command rate",
                                      "450 4.7.1 Error: too many AUTH commands from "},

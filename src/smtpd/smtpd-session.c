@@ -1304,9 +1304,9 @@ static bool cmd_starttls(SmtpSession *s, const char *args) {
         }
         {
                 _cleanup_free_ char *deny = NULL;
+                /* 454 and the session goes on in plaintext, as in Postfix. */
                 if (smtpd_check_rate(s->check, ANVIL_RATE_NEW_TLS, &deny) == 0) {
                         reply(s, "%s", deny);
-                        session_close(s);
                         return false;
                 }
         }
