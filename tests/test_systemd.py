@@ -228,16 +228,66 @@ def test_alias_and_message_trail_in_the_journal(ct):
     assert ': removed' in log
 
 
+POSTERNCTL = '/usr/local/sbin/posternctl'
+
+
+def trace(ct, *args):
+    return ct.run([POSTERNCTL, 'trace'] + list(args), check=False)
+
+
 def test_posternctl_trace(ct):
-    r = ct.run(['/usr/local/sbin/posternctl', 'trace', '--help'], check=False)
-    if r.returncode != 0:
-        pytest.skip('posternctl trace is not there yet')
+    r = trace(ct, '--help')
+    assert r.returncode == 0, r.stderr
+    assert '--sender' in r.stdout and '--recipient' in r.stdout, r.stdout
     qid = send_mail(ct, 25, 'bob@mx.example.test', 'for-trace')
     wait_for(lambda: 'status=sent' in ct.journal('POSTERN_QUEUE_ID=' + qid),
              what='delivery')
-    out = ct.run(['/usr/local/sbin/posternctl', 'trace', qid]).stdout
+    out = trace(ct, qid).stdout
     assert 'from=<alice@example.org>' in out, out
     assert 'status=sent' in out, out
+
+
+def test_posternctl_trace_follows_a_bounce(ct):
+    # ghost is an alias of a user that does not exist: smtpd accepts it,
+    # local delivery bounces it, and the report goes back to bob.
+    ct.run(['sh', '-c', 'printf "ghost: nosuchuser\\n" >> /etc/aliases'])
+    ct.run(['/usr/local/sbin/newaliases'])
+    ct.systemctl('reload', 'postern.target')       # the running roles see the new alias
+    out = smtp_script(ct, 25, ['EHLO client.example', 'MAIL FROM:<bob@mx.example.test>',
+                               'RCPT TO:<ghost@mx.example.test>', 'DATA',
+                               'DATA_BODY Subject: bounce-trace\\n\\nbody\\n.', 'QUIT'])
+    qid = queue_id_of(out)
+
+    def complete():
+        t = trace(ct, qid).stdout
+        m = re.search(re.escape(qid) + r': sender non-delivery notification: (\S+)', t)
+        if m and '%s: removed' % m.group(1) in t and '%s: removed' % qid in t:
+            return t, m.group(1)
+        return None
+    out, report = wait_for(complete, timeout=60, what='the bounce and its delivery in the trace')
+    lines = out.splitlines()
+    print(out)
+
+    def index(pattern):
+        for i, line in enumerate(lines):
+            if re.search(pattern, line):
+                return i
+        raise AssertionError('%r not in the trace:\n%s' % (pattern, out))
+    order = [index(re.escape(qid) + r': client=\S*\[127\.0\.0\.1\]'),
+             index(re.escape(qid) + r': from=<bob@mx\.example\.test>'),
+             index(re.escape(qid) + r': to=<[^>]*>.*status=bounced'),
+             index(re.escape(qid) + r': sender non-delivery notification: ' + re.escape(report)),
+             index(re.escape(qid) + r': removed')]
+    assert order == sorted(order), out
+    # The report's own life: queued, delivered to bob, removed.
+    assert index(re.escape(report) + r': to=<bob@mx\.example\.test>.*status=sent') < \
+        index(re.escape(report) + r': removed'), out
+    # Found by its sender and by its recipient, with the same lines.
+    for args in (('--sender', 'bob@mx.example.test'), ('--recipient', 'ghost@mx.example.test')):
+        r = trace(ct, *args)
+        assert r.returncode == 0, r.stderr
+        for line in lines:
+            assert line in r.stdout.splitlines(), (args, line, r.stdout)
 
 
 def test_submission_587_with_dovecot_sasl(ct, dovecot):
