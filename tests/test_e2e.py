@@ -13,6 +13,7 @@ import pwd
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -411,3 +412,42 @@ def test_delay_warning(make, local_user):
                   r'%s: to=<someone@slow.example.org>.*status=deferred' % (qid, qid, qid))
     assert len(maildir_messages(maildir)) == 1
     assert qid in inst.queue_ids('deferred') + inst.queue_ids('active')
+
+
+def test_alias_expansion_error_bounce_survives_bounce_service_failure(make):
+    """A recipient whose virtual alias expansion fails stays pending until
+    the bounce service queued its report: with the service failing (its
+    socket refuses connections) the recipient is deferred, and once the
+    service works the sender gets the report."""
+    inst = virtual_instance(make)
+    with open(os.path.join(inst.confdir, 'main.cf'), 'a') as f:
+        f.write('virtual_alias_maps = inline:{ loop1@example.com = loop2@example.com, '
+                'loop2@example.com = loop1@example.com }\n'
+                'virtual_alias_recursion_limit = 5\n')
+    for name in ('qmgr', 'deliver-local', 'deliver-remote'):
+        inst.start_bus_daemon(name)
+    inst.start_smtpd()
+    # A socket nobody listens on: connections are refused.
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(inst.socket('bounce'))
+    dead.close()
+    qid = inst.send('sales@example.com', ['loop1@example.com', 'info@example.com'])
+    inst.wait_log('qmgr', r'%s: to=<loop1@example.com>, relay=none, .*dsn=5.4.6, status=bounced'
+                  % qid)
+    inst.wait_log('qmgr', r'%s: to=<loop1@example.com>, relay=none, dsn=4.3.0, '
+                  r'status=deferred \(bounce or trace service failure' % qid)
+    info = os.path.join(inst.vmail, 'example.com', 'info')
+    wait_for(lambda: maildir_messages(info), what='the delivery to info@')
+    wait_for(lambda: qid in inst.queue_ids('deferred'), what='the message in deferred/')
+    inst.start_bus_daemon('bounce')
+    assert inst.tool('postqueue', '-f').returncode == 0
+    sales = os.path.join(inst.vmail, 'example.com', 'sales')
+    files = wait_for(lambda: maildir_messages(sales), what='the bounce report')
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    text, groups, _ = report_parts(read_message(files[0]))
+    assert [g['Final-Recipient'] for g in groups[1:]] == ['rfc822; loop1@example.com']
+    assert groups[1]['Action'] == 'failed' and groups[1]['Status'] == '5.4.6'
+    assert 'recursion limit' in text
+    # Delivered once, never again by the retries.
+    assert len(maildir_messages(info)) == 1
+    assert inst.queue_empty()

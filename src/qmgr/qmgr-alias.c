@@ -13,7 +13,13 @@
  * can undo the expansion: X recipients become pending again and their
  * results that were not delivered yet are dropped; results already
  * delivered stay done and are not added twice. Address extensions
- * (recipient_delimiter) are not handled yet. */
+ * (recipient_delimiter) are not handled yet.
+ *
+ * A recipient whose expansion fails (recursion or expansion limit) stays
+ * pending on disk with QUEUE_FLAG_ALIAS_ERROR on the message, until the
+ * queue manager has its bounce queued; a message with the flag is expanded
+ * again whenever it is taken up, so a crash or a bounce service failure
+ * before that never loses the bounce. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,10 +150,11 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
         _cleanup_free_ size_t *err_idx = NULL;
         size_t n_err = 0, n0;
         char **errors;
-        bool changed = false;
+        bool changed = false, had_error = env->flags & QUEUE_FLAG_ALIAS_ERROR;
         int r;
 
         *ret_errors = NULL;
+        env->flags &= ~(unsigned) QUEUE_FLAG_ALIAS_ERROR;
         if (env->flags & QUEUE_FLAG_REQUEUE) {
                 r = undo_expansion(env);
                 if (r < 0)
@@ -155,7 +162,7 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
                 changed = true;
         }
         if (!q->settings.virtual_alias_maps)
-                return changed;
+                return changed || had_error;
 
         n0 = env->n_rcpts;
         for (size_t i = 0; i < n0; i++) {
@@ -180,8 +187,8 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
                                                            ? "5.4.6 virtual alias table recursion limit exceeded"
                                                            : "5.4.6 virtual alias table expansion limit exceeded") < 0)
                                 return -ENOMEM;
-                        env->rcpts[i].status = QUEUE_RCPT_BOUNCED;
-                        changed = true;
+                        /* Pending until the bounce is queued: see the top. */
+                        env->flags |= QUEUE_FLAG_ALIAS_ERROR;
                         continue;
                 }
                 if (r < 0)
@@ -203,6 +210,8 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
                                 return r;
                 }
         }
+        if (had_error != (n_err > 0))
+                changed = true;         /* the flag changes */
         if (n_err > 0) {
                 errors = calloc(env->n_rcpts, sizeof(char *));
                 if (!errors)

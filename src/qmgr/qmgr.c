@@ -286,7 +286,7 @@ static void log_alias_errors(QmgrMessage *m, char **errors) {
                         size_t k = text ? (size_t) (text - errors[i]) : 0;
                         snprintf(dsn, sizeof(dsn), "%.*s", (int) MIN(k, sizeof(dsn) - 1),
                                  errors[i]);
-                        /* Already marked bounced in the file; log and notify. */
+                        /* Pending in the file until the bounce is queued. */
                         m->env.rcpts[i].status = QUEUE_RCPT_PENDING;
                         qmgr_record_result(m, i, "bounced", dsn, "none", text ? text + 1 : "",
                                            m->active_usec);
@@ -333,6 +333,16 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                 queue_envelope_done(&env);
                 move_to_corrupt(q, from, id, -EBADMSG);
                 return 0;
+        }
+        /* A failed alias expansion whose bounce is not queued yet: expand
+         * again, which happens on the way from incoming/ (qmgr-alias.c). */
+        if (!streq(from, QUEUE_INCOMING) && (env.flags & QUEUE_FLAG_ALIAS_ERROR)) {
+                queue_envelope_done(&env);
+                fd = safe_close_fd(fd);
+                r = queue_move(q->queue_fd, id, from, QUEUE_INCOMING);
+                if (r < 0)
+                        return r == -ENOENT ? 0 : r;
+                return message_activate(q, QUEUE_INCOMING, id);
         }
 
         if (streq(from, QUEUE_INCOMING)) {

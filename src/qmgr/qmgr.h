@@ -299,9 +299,10 @@ QmgrAgent *qmgr_agent_for_transport(Qmgr *q, const char *transport);
 /* Applies virtual_alias_maps to the pending recipients of env (and, with
  * QUEUE_FLAG_REQUEUE, first undoes a previous expansion). Returns 1 when
  * env changed (the file needs a rewrite), 0 when not, < 0 when a lookup
- * failed (try later). Recipients whose expansion failed get status
- * QUEUE_RCPT_BOUNCED and their error in *ret_errors (index -> "dsn text"),
- * an array of env->n_rcpts strings (caller frees with strv-like loop). */
+ * failed (try later). Recipients whose expansion failed stay pending (with
+ * QUEUE_FLAG_ALIAS_ERROR on env) and get their error in *ret_errors (index
+ * -> "dsn text"), an array of env->n_rcpts strings (caller frees with
+ * strv-like loop): the caller bounces them. */
 int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors);
 
 /* qmgr-bounce.c */

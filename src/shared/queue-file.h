@@ -43,6 +43,7 @@ enum {
         QUEUE_FLAG_HOLD = 1 << 0,       /* placed on hold by a content check */
         QUEUE_FLAG_DELAY_WARNED = 1 << 1, /* the delay warning was sent */
         QUEUE_FLAG_REQUEUE = 1 << 2,    /* postsuper -r: resolve and expand again */
+        QUEUE_FLAG_ALIAS_ERROR = 1 << 3, /* an alias expansion failed: expand again */
 };
 /* File offset and width of the flags field in the header, for
  * queue_file_set_flags(). */
