@@ -184,6 +184,27 @@ def test_every_trigger_active_and_no_process_before_first_use(ct):
     assert set(TRIGGER_UNITS) <= set(wants), wants
 
 
+def timespan(text):
+    """Seconds in a monotonic time as systemctl show prints it: microseconds
+    ("1139208722") or a time span ("23min 59.208549s")."""
+    if text.isdigit():
+        return int(text) / 1e6
+    units = {'d': 86400, 'h': 3600, 'min': 60, 's': 1, 'ms': 1e-3, 'us': 1e-6}
+    parts = re.findall(r'([\d.]+)(d|h|min|ms|us|s)\b', text)
+    assert parts, text
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_deferred_queue_timer_waits_a_full_interval_after_it_starts(ct):
+    # The first run is queue_run_delay (5 min) after the timer starts, however
+    # long ago the system booted, and then 5 min after qmgr last ran.
+    ct.systemctl('restart', 'postern-qmgr.timer')
+    started = timespan(show(ct, 'postern-qmgr.timer', 'ActiveEnterTimestampMonotonic'))
+    nxt = timespan(show(ct, 'postern-qmgr.timer', 'NextElapseUSecMonotonic'))
+    assert 299 <= nxt - started <= 301, (started, nxt)
+    assert ct.is_active('postern-qmgr.service') == 'inactive'
+
+
 def test_first_connection_starts_the_service(ct):
     out = smtp_script(ct, 25, ['QUIT'])
     assert out.startswith('220 mx.example.test ESMTP first-banner'), out
