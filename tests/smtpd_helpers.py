@@ -22,8 +22,10 @@ class Smtpd:
     service_cf the lines of services.d/SERVICE.cf."""
 
     def __init__(self, service='smtpd', main_cf='', service_cf=None, files=None,
-                 queue_dir=None):
+                 queue_dir=None, journal=False):
         self.tmp = tempfile.mkdtemp(prefix='postern-smtpd-test.')
+        # journal: log to a JournalSink instead of stderr (self.journal).
+        self.journal = JournalSink(os.path.join(self.tmp, 'journal')) if journal else None
         self.confdir = os.path.join(self.tmp, 'conf')
         self.queue = queue_dir or os.path.join(self.tmp, 'queue')
         self.service = service
@@ -59,9 +61,10 @@ class Smtpd:
         self.log = open(self.log_path, 'w')
         # systemd-socket-activate passes only the variables named with -E.
         self.proc = subprocess.Popen(
+            (self.journal.wrapper() if self.journal else []) +
             ['systemd-socket-activate', '-l', '127.0.0.1:%d' % self.port,
              '--fdname=' + self.service,
-             '-E', 'POSTERN_LOG_TARGET=stderr',
+             '-E', 'POSTERN_LOG_TARGET=' + ('journal' if self.journal else 'stderr'),
              '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr'),
              '-E', 'POSTERN_RUNTIME_DIR=' + self.tmp,
              SMTPD, '--service=' + self.service, '-c', self.confdir],
@@ -90,6 +93,8 @@ class Smtpd:
                 self.proc.wait()
         if getattr(self, 'log', None):
             self.log.close()
+        if self.journal:
+            self.journal.close()
 
     def cleanup(self):
         """Stops the daemon and removes its files; fails when a sanitizer
@@ -121,6 +126,54 @@ class Smtpd:
 
     def connect(self, source=None):
         return RawClient(self.port, source)
+
+
+class JournalSink:
+    """Receives what a daemon sends to the journal: a datagram socket that
+    wrapper() mounts at /run/systemd/journal/socket in a private mount
+    namespace of the daemon (the host's /run is not touched). records()
+    parses the native protocol into dicts of fields."""
+
+    def __init__(self, directory):
+        os.makedirs(directory)
+        self.dir = directory
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(os.path.join(directory, 'socket'))
+        self.sock.setblocking(False)
+        self.got = []
+
+    def wrapper(self):
+        return ['unshare', '--mount', '--propagation', 'private', 'sh', '-ec',
+                'mount -t tmpfs tmpfs /run; mkdir -p /run/systemd/journal; '
+                'mount --bind "$0" /run/systemd/journal; exec "$@"', self.dir]
+
+    def records(self):
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (BlockingIOError, OSError):
+                break
+            rec = {}
+            while data:
+                line, sep, rest = data.partition(b'\n')
+                if b'=' in line:
+                    k, v = line.split(b'=', 1)
+                    data = rest
+                else:           # KEY\n, 64-bit little-endian size, value, \n
+                    size = int.from_bytes(rest[:8], 'little')
+                    k, v, data = line, rest[8:8 + size], rest[9 + size:]
+                rec[k.decode()] = v.decode('utf-8', 'replace')
+            self.got.append(rec)
+        return self.got
+
+    def wait(self, predicate, what, timeout=10):
+        """The first record for which predicate(record) is true."""
+        def find():
+            return next((r for r in self.records() if predicate(r)), None)
+        return wait_for(find, timeout, what)
+
+    def close(self):
+        self.sock.close()
 
 
 def shipped(name, *params):

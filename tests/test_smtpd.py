@@ -165,6 +165,33 @@ def test_relay_control(smtpd):
                    'to=<user@elsewhere.example> proto=ESMTP helo=<x.example.org>')
 
 
+def test_reject_log_names_the_restriction(make_smtpd):
+    s = make_smtpd(journal=True, main_cf='smtpd_relay_restrictions = permit_mynetworks, '
+                   'permit_sasl_authenticated, reject_unauth_destination\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO x.example.org')
+    assert c.cmd('MAIL FROM:<a b@example.org>') == ['501 5.1.7 Bad sender address syntax']
+    c.cmd('MAIL FROM:<a@example.org>')
+    assert c.cmd('RCPT TO:<user@elsewhere.example>') == [
+        '554 5.7.1 <user@elsewhere.example>: Relay access denied']
+    c.cmd('QUIT')
+    rec = s.journal.wait(lambda r: 'Relay access denied' in r.get('MESSAGE', ''),
+                         'the relay rejection in the journal')
+    assert rec['MESSAGE'] == (
+        'NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <user@elsewhere.example>: '
+        'Relay access denied; from=<a@example.org> to=<user@elsewhere.example> proto=ESMTP '
+        'helo=<x.example.org>')
+    assert rec['POSTERN_RESTRICTION'] == 'reject_unauth_destination'
+    assert rec['POSTERN_CLIENT'] == 'unknown[127.0.0.1]'
+    assert rec['POSTERN_RECIPIENT'] == 'user@elsewhere.example'
+    assert rec['POSTERN_SENDER'] == 'a@example.org'
+    # A rejection outside the access policy names no restriction.
+    rec = s.journal.wait(lambda r: 'Bad sender address syntax' in r.get('MESSAGE', ''),
+                         'the syntax rejection in the journal')
+    assert 'POSTERN_RESTRICTION' not in rec
+
+
 def test_relay_from_mynetworks(make_smtpd):
     s = make_smtpd(main_cf='mynetworks = 127.0.0.0/8\n')
     c = s.connect()
@@ -216,7 +243,8 @@ def test_improper_pipelining_allowed_when_not_forbidden(make_smtpd):
 
 
 def test_chunking(smtpd):
-    c = smtpd.connect()
+    # Not this host's address: the content stays exactly as sent.
+    c = smtpd.connect(source='127.0.0.5')
     c.reply()
     c.cmd('EHLO client.example.org')
     c.cmd('MAIL FROM:<a@example.org> BODY=8BITMIME')

@@ -45,6 +45,7 @@ struct SmtpdCheck {
         char *addr_str;
         SmtpdCheckDone done;
         void *userdata;
+        char *restriction;      /* the step that rejected in the last evaluation */
 };
 
 static RestrictEngine *checker_engine(Smtpd *d) {
@@ -190,6 +191,7 @@ SmtpdCheck *smtpd_check_session_free(SmtpdCheck *c) {
         restrict_engine_unref(c->engine);
         free(c->client);
         free(c->addr_str);
+        free(c->restriction);
         free(c);
         return NULL;
 }
@@ -239,13 +241,29 @@ static void on_eval_done(RestrictEval *e, void *userdata) {
                 c->done(c->userdata);
 }
 
+/* Remembers the restriction that rejected, for the reject log line. */
+static void on_eval_trace(void *userdata, const char *list, const char *step,
+                          const char *outcome) {
+        SmtpdCheck *c = userdata;
+        if (!startswith(outcome, "reject:"))
+                return;
+        free(c->restriction);
+        c->restriction = strdup(*step ? step : list);
+}
+
 int smtpd_check_start(SmtpdCheck *c, RestrictStage stage, const RestrictRequest *req,
                       SmtpdCheckDone done, void *userdata) {
         c->eval = restrict_eval_free(c->eval);
+        free(c->restriction);
+        c->restriction = NULL;
         c->done = done;
         c->userdata = userdata;
         return restrict_eval_start(c->engine, c->sess, c->smtpd->event, checker_dns(c->smtpd),
-                                   stage, req, NULL, on_eval_done, c, &c->eval);
+                                   stage, req, on_eval_trace, on_eval_done, c, &c->eval);
+}
+
+const char *smtpd_check_restriction(SmtpdCheck *c) {
+        return c ? c->restriction : NULL;
 }
 
 const RestrictResult *smtpd_check_result(SmtpdCheck *c) {

@@ -34,6 +34,10 @@ int smtpd_check_rate(SmtpdCheck *c, AnvilRate rate, char **ret_reply);
 int smtpd_check_start(SmtpdCheck *c, RestrictStage stage, const RestrictRequest *req,
                       SmtpdCheckDone done, void *userdata);
 const RestrictResult *smtpd_check_result(SmtpdCheck *c);
+/* The restriction, as written, that rejected in the last evaluation
+ * ("reject_unauth_destination"), NULL when none did. Valid until the next
+ * smtpd_check_start(). */
+const char *smtpd_check_restriction(SmtpdCheck *c);
 void smtpd_check_release(SmtpdCheck *c);
 
 /* Whether the stage has restrictions to evaluate. */

@@ -214,16 +214,48 @@ _printf_(2, 3) static void reply(SmtpSession *s, const char *fmt, ...) {
                 s->error_count++;
 }
 
-static void log_reject(SmtpSession *s, const char *verb, const char *text) {
+/* The journal fields of a rejection: the client, and where known the
+ * restriction that fired (POSTERN_RESTRICTION), the sender and the
+ * recipient. fields needs room for 9 entries. */
+static const char *const *reject_fields(SmtpSession *s, const char *restriction,
+                                        const char *from, const char *to, const char **fields) {
+        size_t n = 0;
+        fields[n++] = "POSTERN_CLIENT";
+        fields[n++] = s->client;
+        if (restriction) {
+                fields[n++] = "POSTERN_RESTRICTION";
+                fields[n++] = restriction;
+        }
+        if (from) {
+                fields[n++] = "POSTERN_SENDER";
+                fields[n++] = from;
+        }
+        if (to) {
+                fields[n++] = "POSTERN_RECIPIENT";
+                fields[n++] = to;
+        }
+        fields[n] = NULL;
+        return fields;
+}
+
+/* restriction: what the access policy named (smtpd_check_restriction()),
+ * NULL for rejections outside it. */
+static void log_reject_by(SmtpSession *s, const char *verb, const char *text,
+                          const char *restriction) {
         _cleanup_free_ char *from = NULL;
         SmtpTransaction *t = s->tx;
+        const char *fields[9];
 
         from = t && t->mail.sender ? str_escape_log(t->mail.sender, 300) : NULL;
         log_mail(LOG_INFO, MSGID_REJECT, t && t->queue_id[0] ? t->queue_id : NULL,
-                 LOG_FIELDS("POSTERN_CLIENT", s->client, "POSTERN_SENDER", from),
+                 reject_fields(s, restriction, from, NULL, fields),
                  "%sreject: %s from %s: %s; from=<%s> proto=%s helo=<%s>",
                  t && t->queue_id[0] ? "" : "NOQUEUE: ", verb, s->client, text, strempty(from),
                  s->esmtp ? "ESMTP" : "SMTP", strempty(s->helo));
+}
+
+static void log_reject(SmtpSession *s, const char *verb, const char *text) {
+        log_reject_by(s, verb, text, NULL);
 }
 
 /* Output and event mask. */
@@ -428,7 +460,8 @@ static void session_check(SmtpSession *s, RestrictStage stage, const RestrictReq
 static void connect_checked(SmtpSession *s, const RestrictResult *res) {
         log_notes(s, "CONNECT", res, NULL);
         if (res->reject) {
-                log_reject(s, "CONNECT", res->reply);
+                log_reject_by(s, "CONNECT", res->reply,
+                              smtpd_check_restriction(s->check));
                 reply(s, "%s", res->reply);
                 s->access_denied = true;
                 return;
@@ -781,7 +814,8 @@ done:
 static void eod_checked(SmtpSession *s, const RestrictResult *res) {
         log_notes(s, "END-OF-MESSAGE", res, NULL);
         if (res->reject) {
-                log_reject(s, "END-OF-MESSAGE", res->reply);
+                log_reject_by(s, "END-OF-MESSAGE", res->reply,
+                              smtpd_check_restriction(s->check));
                 reply(s, "%s", res->reply);
                 transaction_reset(s);
                 return;
@@ -940,7 +974,8 @@ static bool cmd_helo(SmtpSession *s, SmtpVerb verb, const char *args) {
 static void helo_checked(SmtpSession *s, const RestrictResult *res) {
         log_notes(s, smtp_verb_name(s->pending_verb), res, NULL);
         if (res->reject) {
-                log_reject(s, smtp_verb_name(s->pending_verb), res->reply);
+                log_reject_by(s, smtp_verb_name(s->pending_verb), res->reply,
+                              smtpd_check_restriction(s->check));
                 reply(s, "%s", res->reply);
                 s->helo = mfree(s->helo);
                 s->esmtp = false;
@@ -1077,7 +1112,8 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
 static void mail_checked(SmtpSession *s, const RestrictResult *res) {
         log_notes(s, "MAIL", res, NULL);
         if (res->reject) {
-                log_reject(s, "MAIL", res->reply);
+                log_reject_by(s, "MAIL", res->reply,
+                              smtpd_check_restriction(s->check));
                 reply(s, "%s", res->reply);
                 transaction_reset(s);
                 return;
@@ -1145,9 +1181,9 @@ static void rcpt_checked(SmtpSession *s, const RestrictResult *res) {
         if (res->reject) {
                 _cleanup_free_ char *esc = str_escape_log(a.address, 300),
                                     *from = str_escape_log(t->mail.sender, 300);
+                const char *fields[9];
                 log_mail(LOG_INFO, MSGID_REJECT, t->queue_id[0] ? t->queue_id : NULL,
-                         LOG_FIELDS("POSTERN_CLIENT", s->client, "POSTERN_SENDER", from,
-                                    "POSTERN_RECIPIENT", esc),
+                         reject_fields(s, smtpd_check_restriction(s->check), from, esc, fields),
                          "%sreject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                          t->queue_id[0] ? "" : "NOQUEUE: ", s->client, res->reply, strempty(from),
                          strempty(esc), protocol_name(s), strempty(s->helo));
@@ -1214,7 +1250,8 @@ static bool cmd_data(SmtpSession *s, const char *args) {
 static void data_checked(SmtpSession *s, const RestrictResult *res) {
         log_notes(s, "DATA", res, NULL);
         if (res->reject) {
-                log_reject(s, "DATA", res->reply);
+                log_reject_by(s, "DATA", res->reply,
+                              smtpd_check_restriction(s->check));
                 reply(s, "%s", res->reply);
                 return;
         }
