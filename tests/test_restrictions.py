@@ -92,6 +92,7 @@ class NsSmtpd(Smtpd):
         self.service = service
         self.port = port
         self.proc = None
+        self.journal = None
         self.log_path = os.path.join(self.tmp, 'smtpd.log')
         os.makedirs(os.path.join(self.confdir, 'services.d'))
         os.makedirs(self.runtime, exist_ok=True)
@@ -927,3 +928,27 @@ def test_check_quiet_for_safe_config(tmp_path):
                       'permit_sasl_authenticated, reject_unauth_destination\n')
     r = posternctl('check', '-c', conf)
     assert 'open relay' not in r.stderr, r.stderr
+
+
+def test_check_reports_policy_errors(tmp_path):
+    """Problems of the restriction engine reach posternctl check with the
+    file and line of the parameter (not only the daemon's log)."""
+    conf = write_conf(tmp_path, SAFE_CF + 'smtpd_client_restrictions = permit_mynetworks,\n'
+                      '  reject_bogus_thing\n'
+                      'smtpd_client_event_limit_exceptions = 127.0.0.1 trusted.example.net\n')
+    r = posternctl('check', '-c', conf)
+    assert r.returncode == 1, r.stderr
+    assert ('%s/main.cf:2: error: smtpd_client_restrictions: unknown restriction '
+            '"reject_bogus_thing" (services smtpd, submission, smtps)' % conf) in r.stderr, r.stderr
+    assert ('%s/main.cf:4: warning: smtpd_client_event_limit_exceptions: host name '
+            '"trusted.example.net" is ignored' % conf) in r.stderr, r.stderr
+
+
+def test_mynetworks_host_name_matches_verified_name(make):
+    """A host name in mynetworks matches the client's verified name, as in
+    Postfix (namadr list): 192.0.2.10 is client.example.net forward and
+    reverse, 192.0.2.11 has no name."""
+    srv = make(RELAY_CF + 'mynetworks = 127.0.0.0/8 client.example.net\n')
+    assert converse(srv, 'user@remote.example') == '250 2.1.5 Ok'
+    assert converse(srv, 'user@remote.example', source=UNLISTED) == (
+        '554 5.7.1 <user@remote.example>: Relay access denied')

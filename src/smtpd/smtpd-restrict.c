@@ -154,6 +154,7 @@ typedef struct NetEntry {
 typedef struct NetList {
         NetEntry *e;
         size_t n;
+        bool has_names;         /* host or .domain entries: needs the client name */
 } NetList;
 
 struct RestrictEngine {
@@ -451,7 +452,10 @@ static int list_parse(RestrictEngine *en, char * const *items, const char *where
 
 /* mynetworks-style lists: addresses and prefixes, [IPv6] forms, type:table
  * entries (looked up with the client address), /file/name entries, host
- * and .domain names (matched against the verified client name). */
+ * and .domain names (matched against the verified client name, as
+ * Postfix's namadr lists do). smtpd_client_event_limit_exceptions is
+ * matched when the connection arrives, before the client's name is looked
+ * up: a name there could never match, so it is ignored with a warning. */
 static int net_list_add(RestrictEngine *en, NetList *l, const char *param, const char *item,
                         unsigned depth) {
         NetEntry *n, e = {0};
@@ -509,8 +513,15 @@ static int net_list_add(RestrictEngine *en, NetList *l, const char *param, const
                 diag_error(en->diags, NULL, 0, "%s: bad entry \"%s\": %s", param, item,
                            inet_prefix_error_to_string(pe));
                 return -EINVAL;
-        } else
+        } else if (streq(param, "smtpd_client_event_limit_exceptions")) {
+                diag_warning(en->diags, NULL, 0, "%s: host name \"%s\" is ignored: the limits "
+                             "apply before the client's name is known; specify its address or "
+                             "network", param, item);
+                return 0;
+        } else {
                 e.kind = NET_NAME;
+                l->has_names = true;
+        }
         e.text = strdup(item);
         if (!e.text)
                 return -ENOMEM;
@@ -2092,6 +2103,7 @@ static int step(RestrictEval *e, const Elem *el) {
         int r;
 
         if (kind_needs_names(el->kind) || el->kind == K_CHECK_POLICY ||
+            (el->kind == K_PERMIT_MYNETWORKS && e->en->mynetworks.has_names) ||
             ((el->kind == K_REJECT || el->kind == K_DEFER) &&
              streq_ptr(e->top_name, list_params[RESTRICT_LIST_CLIENT]))) {
                 if (!e->dns && !e->sess->fixed_name && e->have_addr &&
@@ -2165,7 +2177,7 @@ static int step(RestrictEval *e, const Elem *el) {
                 return STEP_DUNNO;
         case K_PERMIT_MYNETWORKS:
                 r = net_list_match(e->en, &e->en->mynetworks, e->have_addr ? &e->addr : NULL,
-                                   NULL, &entry);
+                                   cname, &entry);
                 if (r < 0)
                         return lookup_failure(e, el, strempty(e->addr_str));
                 if (r > 0) {

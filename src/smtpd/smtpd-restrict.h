@@ -78,7 +78,8 @@ DEFINE_CLEANUP_FUNC(RestrictEngine, restrict_engine_unref);
 /* The Config the engine was built from (borrowed). */
 Config *restrict_engine_config(RestrictEngine *e);
 /* Whether the client address is in mynetworks: > 0 yes, 0 no, < 0 a
- * mynetworks table failed. */
+ * mynetworks table failed. Host name entries need DNS and are not matched
+ * here; permit_mynetworks in a restriction list matches them. */
 int restrict_engine_mynetworks(RestrictEngine *e, const InetAddr *client);
 /* Whether the client is exempt from the per-client limits
  * (smtpd_client_event_limit_exceptions): > 0, 0, < 0 as above. */

@@ -313,10 +313,12 @@ typedef struct Problem {
         unsigned line;
         char *text;
         char **services;
+        DiagLevel level;
+        bool policy;            /* a problem of the restriction engine, not an open relay */
 } Problem;
 
-static int problem_add(Problem **list, size_t *n, const char *file, unsigned line,
-                       const char *text, const char *service) {
+static int problem_add_full(Problem **list, size_t *n, const char *file, unsigned line,
+                            const char *text, const char *service, DiagLevel level, bool policy) {
         Problem *p;
         for (size_t i = 0; i < *n; i++)
                 if (streq_ptr((*list)[i].file, file) && (*list)[i].line == line &&
@@ -327,11 +329,16 @@ static int problem_add(Problem **list, size_t *n, const char *file, unsigned lin
                 return -ENOMEM;
         *list = p;
         p[*n] = (Problem) {.file = file ? strdup(file) : NULL, .line = line,
-                           .text = strdup(text)};
+                           .text = strdup(text), .level = level, .policy = policy};
         if (!p[*n].text || strv_extend(&p[*n].services, service) < 0)
                 return -ENOMEM;
         (*n)++;
         return 0;
+}
+
+static int problem_add(Problem **list, size_t *n, const char *file, unsigned line,
+                       const char *text, const char *service) {
+        return problem_add_full(list, n, file, line, text, service, DIAG_WARNING, false);
 }
 
 /* Where name was set (file, line), or main.cf without a line. */
@@ -347,13 +354,30 @@ static int check_service(Config *c, const char *service, const char *main_path, 
                          size_t *n) {
         _cleanup_(restrict_engine_unrefp) RestrictEngine *en = NULL;
         _cleanup_strv_free_ char **problems = NULL;
-        Diag ignore = {0};
+        Diag ediags = {0};
         const char *file;
         unsigned line;
         int r;
 
-        r = restrict_engine_new(c, &ignore, &en);
-        diag_done(&ignore);
+        r = restrict_engine_new(c, &ediags, &en);
+        /* The engine's own problems (unknown restrictions, bad mynetworks
+         * entries, ...), located at the parameter their text names. */
+        for (size_t i = 0; r >= 0 && i < ediags.n; i++) {
+                const DiagEntry *d = &ediags.entries[i];
+                const char *text = strempty(d->text);
+                _cleanup_free_ char *param = strndup(text, strcspn(text, ": "));
+                if (!param) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (d->file) {
+                        file = d->file;
+                        line = d->line;
+                } else
+                        locate(c, main_path, param, &file, &line);
+                r = problem_add_full(list, n, file, line, text, service, d->level, true);
+        }
+        diag_done(&ediags);
         if (r < 0)
                 return r;
         r = restrict_engine_relay_problems(en, &problems);
@@ -440,9 +464,9 @@ int policy_check_relay(const char *dir, Config *main_config, Diag *diags) {
         }
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *svc = strv_join(list[i].services, ", ");
-                diag_warning(diags, list[i].file, list[i].line, "open relay: %s (service%s %s)",
-                             list[i].text, strv_length(list[i].services) > 1 ? "s" : "",
-                             strempty(svc));
+                diag_add(diags, list[i].level, list[i].file, list[i].line, "%s%s (service%s %s)",
+                         list[i].policy ? "" : "open relay: ", list[i].text,
+                         strv_length(list[i].services) > 1 ? "s" : "", strempty(svc));
                 free(list[i].file);
                 free(list[i].text);
                 strv_free(list[i].services);
