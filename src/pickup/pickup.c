@@ -31,23 +31,35 @@ typedef struct Pickup {
         uint64_t size_limit;
 } Pickup;
 
-/* Which of Date:, Message-ID:, From: the header section has. */
-static void scan_headers(int fd, const QueueEnvelope *env, bool *date, bool *msgid, bool *from) {
+/* Which of Date:, Message-ID:, From: the header section has, and the
+ * Message-ID's value (unfolded, escaped for logging; NULL without one). */
+static void scan_headers(int fd, const QueueEnvelope *env, bool *date, bool *msgid, bool *from,
+                         char **ret_msgid_value) {
         char buf[65536];
         size_t n = (size_t) MIN(env->content_size, (uint64_t) sizeof(buf) - 1);
         ssize_t k = pread(fd, buf, n, (off_t) env->content_offset);
         const char *p = buf;
 
         *date = *msgid = *from = false;
+        *ret_msgid_value = NULL;
         if (k <= 0)
                 return;
         buf[k] = 0;
         while (*p && *p != '\n') {
                 if (strncasecmp(p, "date:", 5) == 0)
                         *date = true;
-                else if (strncasecmp(p, "message-id:", 11) == 0)
+                else if (strncasecmp(p, "message-id:", 11) == 0 && !*msgid) {
+                        const char *e = strchr(p, '\n');
+                        _cleanup_free_ char *v = NULL;
+                        while (e && (e[1] == ' ' || e[1] == '\t'))
+                                e = strchr(e + 1, '\n');
+                        v = strndup(p + 11, e ? (size_t) (e - p - 11) : strlen(p + 11));
+                        for (char *c = v; c && *c; c++)
+                                if (*c == '\n' || *c == '\t')
+                                        *c = ' ';
+                        *ret_msgid_value = v ? str_escape_log(strstrip(v), 300) : NULL;
                         *msgid = true;
-                else if (strncasecmp(p, "from:", 5) == 0)
+                } else if (strncasecmp(p, "from:", 5) == 0)
                         *from = true;
                 p = strchr(p, '\n');
                 if (!p)
@@ -95,6 +107,7 @@ static int pick_one(Pickup *p, const char *id) {
         const char *myhostname = conf_get_str(p->config, P_MYHOSTNAME);
         char newid[QUEUE_ID_SIZE], date[64];
         bool has_date, has_msgid, has_from;
+        _cleanup_free_ char *msgid = NULL;
         struct stat st;
         struct tm tm;
         int r;
@@ -135,7 +148,9 @@ static int pick_one(Pickup *p, const char *id) {
         gettimeofday(&out.arrival, NULL);
         localtime_r(&out.arrival.tv_sec, &tm);
         strftime(date, sizeof(date), "%a, %e %b %Y %H:%M:%S %z", &tm);
-        scan_headers(fd, &env, &has_date, &has_msgid, &has_from);
+        scan_headers(fd, &env, &has_date, &has_msgid, &has_from, &msgid);
+        if (!has_msgid)
+                msgid = strdup_printf("<%s@%s>", newid, myhostname);
         hdr = strdup_printf("Received: by %s (postern, from userid %s)\n\tid %s; %s\n%s%s%s%s%s%s%s%s",
                             myhostname, strempty(env.submit_uid), newid, date,
                             has_date ? "" : "Date: ", has_date ? "" : date, has_date ? "" : "\n",
@@ -179,6 +194,9 @@ static int pick_one(Pickup *p, const char *id) {
                 log_mail(LOG_INFO, MSGID_QUEUED, newid,
                          LOG_FIELDS("POSTERN_SENDER", env.sender, "POSTERN_UID", env.submit_uid),
                          "uid=%s from=<%s>", strempty(env.submit_uid), env.sender);
+                /* As Postfix's cleanup, after pickup's line. */
+                log_mail(LOG_INFO, MSGID_MESSAGE_ID, newid, LOG_FIELDS("POSTERN_MESSAGE_ID", msgid),
+                         "message-id=%s", msgid ?: "<>");
                 (void) queue_qmgr_call("Enqueue", newid, NULL);
         } else
                 log_error_errno(r, "%s: cannot queue the maildrop file: %m; keeping it", id);

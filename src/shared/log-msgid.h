@@ -13,6 +13,7 @@
 #define MSGID_REJECT            "5f0e9b3a1c2d4e6f8a7b9c0d1e2f3a63"
 #define MSGID_QUEUED_CLIENT     "5f0e9b3a1c2d4e6f8a7b9c0d1e2f3a64"
 #define MSGID_QUEUED            "5f0e9b3a1c2d4e6f8a7b9c0d1e2f3a65"
+#define MSGID_MESSAGE_ID        "ec303682e8684f64985158d2413ad17d"
 #define MSGID_DELIVERED         "2b7c4d9e0f1a4b3c8d6e5f4a3b2c1d71"
 #define MSGID_DEFERRED          "2b7c4d9e0f1a4b3c8d6e5f4a3b2c1d72"
 #define MSGID_BOUNCED           "2b7c4d9e0f1a4b3c8d6e5f4a3b2c1d73"

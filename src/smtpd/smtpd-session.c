@@ -99,6 +99,7 @@ typedef struct SmtpTransaction {
         bool hold;
         char *redirect;
         bool have_date, have_message_id, have_from;
+        char *message_id;               /* its value, escaped, for the message-id= log line */
         bool bdat;                      /* content came by BDAT */
         uint64_t chunk_left;
         uint64_t chunk_size;
@@ -185,6 +186,7 @@ static SmtpTransaction *transaction_free(SmtpTransaction *t) {
         free(t->reject);
         free(t->redirect);
         strv_free(t->prepend);
+        free(t->message_id);
         free(t);
         return NULL;
 }
@@ -633,8 +635,11 @@ static int on_header(void *userdata, const char *raw, size_t len, const char *un
 
         if (startswith_no_case(unfolded, "Date:"))
                 t->have_date = true;
-        else if (startswith_no_case(unfolded, "Message-ID:"))
+        else if (startswith_no_case(unfolded, "Message-ID:") && !t->have_message_id) {
+                _cleanup_free_ char *v = strdup(unfolded + strlen("Message-ID:"));
                 t->have_message_id = true;
+                t->message_id = v ? str_escape_log(strstrip(v), 300) : NULL;
+        }
         else if (startswith_no_case(unfolded, "From:"))
                 t->have_from = true;
         if (run_checks(s, S(s)->header_checks, "header", unfolded, raw, len))
@@ -685,8 +690,11 @@ static int on_end_of_headers(void *userdata) {
                         strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
                         hdr = strdup_printf("Message-ID: <%s.%s@%s>\n", stamp, t->queue_id,
                                             S(s)->myhostname);
-                        if (hdr)
+                        if (hdr) {
                                 message_write(s, hdr, strlen(hdr));
+                                t->message_id = strndup(hdr + strlen("Message-ID: "),
+                                                        strlen(hdr) - strlen("Message-ID: \n"));
+                        }
                         free(hdr);
                         hdr = NULL;
                 }
@@ -877,6 +885,10 @@ static void on_commit_done(void *userdata, int r) {
                 log_error_errno(r, "%s: cannot commit queue file: %m", t->queue_id);
                 reply(s, "%s", storage_reply(r));
         } else {
+                /* Postfix's cleanup logs the Message-ID before the envelope. */
+                log_mail(LOG_INFO, MSGID_MESSAGE_ID, t->queue_id,
+                         LOG_FIELDS("POSTERN_MESSAGE_ID", t->message_id),
+                         "message-id=%s", t->message_id ?: "<>");
                 sender = str_escape_log(t->env.sender, 300);
                 log_mail(LOG_INFO, MSGID_QUEUED, t->queue_id,
                          LOG_FIELDS("POSTERN_SENDER", sender, "POSTERN_CLIENT", s->client),
