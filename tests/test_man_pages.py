@@ -736,3 +736,59 @@ def test_header_checks_synopsis_and_query(conf):
     r = shell(localize(ex('header_checks.5', 'postmap -q'), conf), conf)
     assert r.returncode == 0 and r.stderr == '', r.stderr
     assert r.stdout == 'REJECT Message content rejected\n'
+
+
+# --- every program and parameter has its documentation --------------------
+
+def installed_files():
+    """Installed path -> source path, from meson's introspection of the
+    build directory (links such as mailq and newaliases included)."""
+    r = subprocess.run(['meson', 'introspect', '--installed', BUILD_DIR], capture_output=True,
+                       text=True, check=True)
+    return {dest: src for src, dest in json.loads(r.stdout).items()}
+
+
+def test_every_installed_program_has_a_page():
+    installed = installed_files()
+    programs = sorted(os.path.basename(d) for d in installed
+                      if re.search(r'/(bin|sbin|libexec/postern)/[^/]+$', d))
+    assert {'postern-smtpd', 'postconf', 'sendmail', 'mailq', 'newaliases'} <= set(programs)
+    pages = {os.path.basename(d): s for d, s in installed.items()
+             if re.search(r'/man/man[1-8]/[^/]+$', d)}
+    missing, not_installed = [], []
+    for name in programs:
+        # Commands in section 1, daemons (libexec) in section 8.
+        page = name + ('.8' if name.startswith('postern-') else '.1')
+        if not os.path.exists(os.path.join(MAN_DIR, page)):
+            missing.append(page)
+        elif os.path.realpath(pages.get(page, '')) != os.path.realpath(os.path.join(MAN_DIR, page)):
+            not_installed.append(page)
+    assert missing == [], 'programs without a manual page'
+    assert not_installed == [], 'pages that man/meson.build does not install'
+    # And every page in man/ is installed.
+    for path in glob.glob(os.path.join(MAN_DIR, '*.[1-8]')):
+        assert os.path.basename(path) in pages, path
+
+
+def table_parameters():
+    names = []
+    with open(os.path.join(SRC_DIR, 'src', 'shared', 'conf-params.tab')) as f:
+        for line in f:
+            if line.strip() and not line.lstrip().startswith('#'):
+                names.append(line.split('|')[0].strip())
+    return names
+
+
+def test_generated_conf_page_has_every_parameter():
+    page = open(os.path.join(BUILD_DIR, 'man', 'postern.conf.5')).read()
+    params = page.split('\n.SH PARAMETERS\n', 1)[1].split('\n.SH ', 1)[0]
+    documented = re.findall(r'^\.TP\n\.B (\S+)\n', params, re.M)
+    names = table_parameters()
+    assert len(names) > 250
+    assert len(documented) == len(names)
+    assert sorted(documented) == sorted(names)
+    # Each entry states its type, default and readers.
+    entries = params.split('.TP\n')[1:]
+    assert len(entries) == len(names)
+    for e in entries:
+        assert '\nType: ' in e and '\nDefault' in e and '\nRead by: ' in e, e
