@@ -22,8 +22,10 @@ class Smtpd:
     service_cf the lines of services.d/SERVICE.cf."""
 
     def __init__(self, service='smtpd', main_cf='', service_cf=None, files=None,
-                 queue_dir=None, journal=False):
+                 queue_dir=None, journal=False, wrap=None):
         self.tmp = tempfile.mkdtemp(prefix='postern-smtpd-test.')
+        # wrap: a command line the daemon runs under (strace ...).
+        self.wrap = wrap or []
         # journal: log to a JournalSink instead of stderr (self.journal).
         self.journal = JournalSink(os.path.join(self.tmp, 'journal')) if journal else None
         self.confdir = os.path.join(self.tmp, 'conf')
@@ -61,7 +63,7 @@ class Smtpd:
         self.log = open(self.log_path, 'w')
         # systemd-socket-activate passes only the variables named with -E.
         self.proc = subprocess.Popen(
-            (self.journal.wrapper() if self.journal else []) +
+            (self.journal.wrapper() if self.journal else []) + self.wrap +
             ['systemd-socket-activate', '-l', '127.0.0.1:%d' % self.port,
              '--fdname=' + self.service,
              '-E', 'POSTERN_LOG_TARGET=' + ('journal' if self.journal else 'stderr'),

@@ -533,6 +533,56 @@ def test_disk_full(make_smtpd, tmp_path):
         subprocess.run(['umount', str(qdir)], check=True)
 
 
+def strace_calls(path):
+    """The system calls of an "strace -f -y -o path" log, each as one line
+    placed where the call completed (unfinished/resumed pairs joined)."""
+    pending, calls = {}, []
+    with open(path, errors='replace') as f:
+        for line in f:
+            pid, _, rest = line.rstrip('\n').partition(' ')
+            rest = rest.lstrip()
+            if rest.endswith('<unfinished ...>'):
+                pending[pid] = rest[:-len('<unfinished ...>')]
+            elif rest.startswith('<... '):
+                calls.append(pending.pop(pid, '') + rest.split('resumed>', 1)[-1])
+            else:
+                calls.append(rest)
+    return calls
+
+
+def test_queue_file_durable_before_250(make_smtpd, tmp_path):
+    """Under strace: the queue file's data is synced, the file renamed into
+    incoming/ and the directory synced, in that order, before the "250 Ok:
+    queued" reply is written."""
+    log = str(tmp_path / 'strace.log')
+    s = make_smtpd(wrap=['strace', '-f', '-qq', '-y', '-s', '200', '-o', log, '-e',
+                         'trace=fdatasync,fsync,sync_file_range,renameat,renameat2,rename,'
+                         'write,writev,sendto,sendmsg'])
+    r = send_subject(s, 'durable')
+    qid = queued_id(r)
+    s.stop()
+    calls = strace_calls(log)
+    incoming = os.path.join(s.queue, 'incoming')
+
+    def first(pred, start=0, what=''):
+        for i in range(start, len(calls)):
+            if pred(calls[i]):
+                return i
+        raise AssertionError('no %s after call %d in:\n%s' % (what, start, '\n'.join(calls)))
+    data_sync = first(lambda c: c.startswith(('fdatasync(', 'fsync(')) and
+                      c.split(')', 1)[0].endswith('%s/.%s>' % (incoming, qid)) and
+                      c.endswith('= 0'), what='data sync of the queue file')
+    renamed = first(lambda c: c.startswith(('renameat(', 'renameat2(', 'rename(')) and
+                    '".%s"' % qid in c and '"%s"' % qid in c and c.endswith('= 0'),
+                    data_sync, 'rename into incoming/')
+    dir_sync = first(lambda c: c.startswith('fsync(') and
+                     c.split(')', 1)[0].endswith('<%s>' % incoming) and c.endswith('= 0'),
+                     renamed, 'fsync of incoming/')
+    reply = first(lambda c: c.startswith(('write(', 'writev(', 'sendto(', 'sendmsg(')) and
+                  '250 2.0.0 Ok: queued as %s' % qid in c, what='the 250 reply')
+    assert data_sync < renamed < dir_sync < reply, calls[data_sync:reply + 1]
+
+
 def test_concurrent_sessions_group_commit(smtpd):
     import concurrent.futures
 
