@@ -1,7 +1,12 @@
 /* anvil.c: the shared per-client counter table (see anvil.h for the
- * design). Layout: AnvilHeader, then ANVIL_SLOTS AnvilSlot records, all
- * fixed-size so that every process agrees on the offsets; the magic string
- * carries the layout version. */
+ * design). Layout: AnvilHeader, then ANVIL_SLOTS AnvilSlot records, then
+ * ANVIL_POOL AnvilOwner records, all fixed-size so that every process
+ * agrees on the offsets; the magic string carries the layout version.
+ *
+ * A slot records the connections of up to ANVIL_OWNERS processes inline;
+ * the connections of further processes go to the shared owner pool, each
+ * entry naming its slot (slot->pooled says how many do, so that slots
+ * without any skip the pool scan). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -15,21 +20,31 @@
 
 #include "anvil.h"
 
-#define ANVIL_MAGIC "PSTANV01"
+#define ANVIL_MAGIC "PSTANV02"
 #define ANVIL_SLOTS 8192u
 #define ANVIL_OWNERS 8
+#define ANVIL_POOL 4096u
 #define ANVIL_PROBES 32
 
 typedef struct AnvilHeader {
         char magic[8];
         uint32_t n_slots;
         uint32_t slot_size;
+        uint32_t n_pool;
+        uint32_t pad;
 } AnvilHeader;
+
+typedef struct AnvilOwner {
+        uint32_t slot;          /* slot index + 1; 0: free */
+        int32_t pid;
+        uint32_t count;
+} AnvilOwner;
 
 typedef struct AnvilSlot {
         uint8_t used;
         uint8_t family;
         uint8_t addr[16];
+        uint32_t pooled;        /* pool entries of this slot */
         struct {
                 int32_t pid;
                 uint32_t count;
@@ -47,10 +62,12 @@ struct Anvil {
         size_t size;
         AnvilHeader *header;
         AnvilSlot *slots;
+        AnvilOwner *pool;
 };
 
 static size_t anvil_size(void) {
-        return sizeof(AnvilHeader) + (size_t) ANVIL_SLOTS * sizeof(AnvilSlot);
+        return sizeof(AnvilHeader) + (size_t) ANVIL_SLOTS * sizeof(AnvilSlot) +
+               (size_t) ANVIL_POOL * sizeof(AnvilOwner);
 }
 
 static uint64_t now_ms(void) {
@@ -88,11 +105,12 @@ int anvil_open(const char *path, Anvil **ret) {
         {
                 AnvilHeader *h = map;
                 if (memcmp(h->magic, ANVIL_MAGIC, 8) != 0 || h->n_slots != ANVIL_SLOTS ||
-                    h->slot_size != sizeof(AnvilSlot)) {
+                    h->slot_size != sizeof(AnvilSlot) || h->n_pool != ANVIL_POOL) {
                         /* New or from another layout: start empty. */
                         memset(map, 0, anvil_size());
                         h->n_slots = ANVIL_SLOTS;
                         h->slot_size = sizeof(AnvilSlot);
+                        h->n_pool = ANVIL_POOL;
                         memcpy(h->magic, ANVIL_MAGIC, 8);
                 }
         }
@@ -106,6 +124,7 @@ int anvil_open(const char *path, Anvil **ret) {
         a->size = anvil_size();
         a->header = map;
         a->slots = (AnvilSlot *) ((char *) map + sizeof(AnvilHeader));
+        a->pool = (AnvilOwner *) (a->slots + ANVIL_SLOTS);
         (void) flock(fd, LOCK_UN);
         a->fd = steal_fd(fd);
         *ret = a;
@@ -141,26 +160,55 @@ static bool slot_is(const AnvilSlot *s, const InetAddr *x) {
                memcmp(s->addr, x->bytes, inet_family_bits(x->family) / 8) == 0;
 }
 
-/* Drops the connections of processes that are gone; returns the total. */
-static unsigned slot_connections(AnvilSlot *s) {
+static bool pid_gone(int32_t pid) {
+        return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+static uint32_t slot_id(Anvil *a, const AnvilSlot *s) {
+        return (uint32_t) (s - a->slots) + 1;
+}
+
+static void pool_release(Anvil *a, AnvilOwner *o) {
+        AnvilSlot *s = &a->slots[o->slot - 1];
+        if (s->pooled > 0)
+                s->pooled--;
+        *o = (AnvilOwner) {0};
+}
+
+/* Drops the connections of processes that are gone; returns the total,
+ * inline owners and pool entries. */
+static unsigned slot_connections(Anvil *a, AnvilSlot *s) {
         unsigned total = 0;
         for (unsigned i = 0; i < ANVIL_OWNERS; i++) {
                 if (s->owners[i].count == 0)
                         continue;
-                if (kill(s->owners[i].pid, 0) < 0 && errno == ESRCH) {
+                if (pid_gone(s->owners[i].pid)) {
                         s->owners[i].count = 0;
                         s->owners[i].pid = 0;
                         continue;
                 }
                 total += s->owners[i].count;
         }
+        if (s->pooled > 0) {
+                uint32_t id = slot_id(a, s);
+                for (unsigned i = 0; i < ANVIL_POOL; i++) {
+                        AnvilOwner *o = &a->pool[i];
+                        if (o->slot != id)
+                                continue;
+                        if (o->count == 0 || pid_gone(o->pid)) {
+                                pool_release(a, o);
+                                continue;
+                        }
+                        total += o->count;
+                }
+        }
         return total;
 }
 
-static bool slot_idle(AnvilSlot *s, uint64_t now) {
+static bool slot_idle(Anvil *a, AnvilSlot *s, uint64_t now) {
         if (!s->used)
                 return true;
-        if (slot_connections(s) > 0)
+        if (slot_connections(a, s) > 0)
                 return false;
         for (unsigned i = 0; i < _ANVIL_RATE_MAX; i++)
                 if (s->rate[i].count > 0 && now - s->rate[i].start_ms < s->rate[i].window_ms)
@@ -177,11 +225,16 @@ static AnvilSlot *slot_get(Anvil *a, const InetAddr *x, uint64_t now) {
                 AnvilSlot *s = &a->slots[(h + i) % ANVIL_SLOTS];
                 if (slot_is(s, x))
                         return s;
-                if (!free_slot && slot_idle(s, now))
+                if (!free_slot && slot_idle(a, s, now))
                         free_slot = s;
         }
         if (!free_slot)
                 return NULL;
+        /* Idle: any pool entry left is dead or empty. */
+        if (free_slot->pooled > 0)
+                for (unsigned i = 0; i < ANVIL_POOL; i++)
+                        if (a->pool[i].slot == slot_id(a, free_slot))
+                                a->pool[i] = (AnvilOwner) {0};
         memset(free_slot, 0, sizeof(*free_slot));
         free_slot->used = 1;
         free_slot->family = (uint8_t) x->family;
@@ -227,7 +280,7 @@ int anvil_connect(Anvil *a, const InetAddr *client, uint64_t window_ms, unsigned
                 unlock(a);
                 return -ENOSPC;
         }
-        (void) slot_connections(s);
+        (void) slot_connections(a, s);
         {
                 int mine = -1, empty = -1;
                 for (int i = 0; i < ANVIL_OWNERS; i++) {
@@ -241,9 +294,35 @@ int anvil_connect(Anvil *a, const InetAddr *client, uint64_t window_ms, unsigned
                 if (mine >= 0) {
                         s->owners[mine].pid = pid;
                         s->owners[mine].count++;
+                } else {
+                        /* Every inline owner is another live process: the
+                         * shared pool, or nothing counted and an error (the
+                         * caller fails closed). */
+                        uint32_t id = slot_id(a, s);
+                        AnvilOwner *o = NULL, *free_o = NULL;
+                        for (unsigned i = 0; i < ANVIL_POOL && !o; i++) {
+                                AnvilOwner *p = &a->pool[i];
+                                if (p->slot == id && p->pid == pid && p->count > 0)
+                                        o = p;
+                                else if (!free_o && (p->slot == 0 || p->count == 0 ||
+                                                     pid_gone(p->pid)))
+                                        free_o = p;
+                        }
+                        if (!o && free_o) {
+                                if (free_o->slot != 0)
+                                        pool_release(a, free_o);
+                                o = free_o;
+                                *o = (AnvilOwner) {.slot = id, .pid = pid};
+                                s->pooled++;
+                        }
+                        if (!o) {
+                                unlock(a);
+                                return -EUSERS;
+                        }
+                        o->count++;
                 }
         }
-        *ret_count = slot_connections(s);
+        *ret_count = slot_connections(a, s);
         *ret_rate = rate_add(s, ANVIL_RATE_CONNECT, 1, window_ms, now);
         unlock(a);
         return 0;
@@ -264,8 +343,17 @@ int anvil_disconnect(Anvil *a, const InetAddr *client) {
                 for (int j = 0; j < ANVIL_OWNERS; j++)
                         if (s->owners[j].pid == pid && s->owners[j].count > 0) {
                                 s->owners[j].count--;
+                                unlock(a);
+                                return 0;
+                        }
+                for (unsigned j = 0; s->pooled > 0 && j < ANVIL_POOL; j++) {
+                        AnvilOwner *o = &a->pool[j];
+                        if (o->slot == slot_id(a, s) && o->pid == pid && o->count > 0) {
+                                if (--o->count == 0)
+                                        pool_release(a, o);
                                 break;
                         }
+                }
                 break;
         }
         unlock(a);

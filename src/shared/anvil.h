@@ -7,7 +7,8 @@
  * hash of client addresses (linear probing, a bounded number of probes).
  * A slot holds the client's simultaneous connections, per process id (so
  * that the connections of a process that died, found with kill(pid, 0),
- * stop counting), and one fixed time window per rate (connections,
+ * stop counting; processes beyond the few a slot holds inline go to a
+ * shared pool of owner records), and one fixed time window per rate (connections,
  * messages, recipients, new TLS sessions, AUTH commands): the window starts
  * with the first event and resets when the time unit has passed, as
  * anvil_rate_time_unit describes. Every update holds an exclusive flock()
@@ -46,7 +47,10 @@ DEFINE_CLEANUP_FUNC(Anvil, anvil_close);
 /* Counts a new connection of this process from client: the simultaneous
  * connections (*ret_count, all processes) and the connection rate in the
  * current window of window_ms milliseconds (*ret_rate). Returns 0, -ENOSPC
- * when the table has no room (nothing counted), other negative errnos. */
+ * when the table has no room (nothing counted), -EUSERS when the client's
+ * slot and the owner pool have no room for this process's connection
+ * (nothing counted: the caller refuses the connection under a count limit
+ * rather than let it pass uncounted), other negative errnos. */
 int anvil_connect(Anvil *a, const InetAddr *client, uint64_t window_ms, unsigned *ret_count,
                   unsigned *ret_rate);
 /* Ends a connection counted by anvil_connect() in this process. */

@@ -161,6 +161,16 @@ int smtpd_check_session_new(Smtpd *d, const InetAddr *client, const char *client
                 long long count_limit = conf_get_int(cfg, P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT);
                 long long rate_limit = conf_get_int(cfg, P_SMTPD_CLIENT_CONNECTION_RATE_LIMIT);
                 r = anvil_connect(anvil, client, window_ms(c), &count, &rate);
+                if (r == -EUSERS && count_limit > 0) {
+                        /* This client's connections in so many processes
+                         * that this one cannot be recorded: refuse rather
+                         * than let it bypass the count limit. */
+                        log_limit(c, "Connection concurrency (client table full)",
+                                  "smtpd_client_connection_count_limit", 0);
+                        *ret_reply = strdup_printf("421 4.7.0 %s Error: too many connections from %s",
+                                                   d->settings.myhostname, strempty(c->addr_str));
+                        return *ret_reply ? 0 : -ENOMEM;
+                }
                 if (r < 0)
                         return 1;
                 c->counted = true;
