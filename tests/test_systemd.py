@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -581,6 +582,40 @@ def test_private_key_as_a_credential(ct):
                 'smtpd_tls_key_file = /etc/postern/tls/key.pem'])
         ct.systemctl('daemon-reload')
         ct.systemctl('stop', 'postern-smtps.service')
+
+
+def test_queue_manager_status_shows_the_queue_sizes(ct):
+    ct.systemctl('start', 'postern-qmgr.service')
+    status = show(ct, 'postern-qmgr.service', 'StatusText')
+    assert re.match(r'Queue: \d+ incoming, \d+ active, 0 deferred; \d+ deliveries in flight$',
+                    status), status
+    # Without the local delivery agent the message waits in deferred/.
+    ct.systemctl('stop', 'postern-deliver-local.socket')
+    try:
+        qid = send_mail(ct, 25, 'bob@mx.example.test', 'status-deferred')
+        wait_for(lambda: 'status=deferred' in ct.journal('POSTERN_QUEUE_ID=' + qid),
+                 what='the deferral')
+        wait_for(lambda: ', 1 deferred;' in show(ct, 'postern-qmgr.service', 'StatusText'),
+                 what='1 deferred in the status')
+        assert ct.systemctl('status', 'postern-qmgr.service', check=False).stdout.count(
+            '1 deferred') == 1
+    finally:
+        ct.systemctl('start', 'postern-deliver-local.socket')
+    # qmgr waits a second before it calls an agent that refused again, so a
+    # flush right after the deferral may defer once more: flush until it
+    # arrives.
+    flushed = [0.0]
+
+    def delivered():
+        if count_in_maildir(ct, 'status-deferred'):
+            return True
+        if time.monotonic() - flushed[0] > 2:
+            ct.run(['/usr/local/sbin/postqueue', '-f'])
+            flushed[0] = time.monotonic()
+        return False
+    wait_for(delivered, what='delivery after the flush')
+    wait_for(lambda: ', 0 deferred;' in show(ct, 'postern-qmgr.service', 'StatusText'),
+             what='0 deferred in the status')
 
 
 def test_killed_queue_manager_comes_back_and_loses_nothing(ct):

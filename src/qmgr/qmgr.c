@@ -592,6 +592,8 @@ void qmgr_message_done(QmgrMessage *m) {
                 r = queue_move(q->queue_fd, m->id, QUEUE_ACTIVE, QUEUE_DEFERRED);
                 if (r < 0)
                         log_error_errno(r, "%s: cannot move to the deferred queue: %m", m->id);
+                else
+                        q->n_deferred++;
                 if (q->next_due == 0 || due < q->next_due)
                         q->next_due = due;
         } else {
@@ -730,6 +732,8 @@ int qmgr_flush_id(Qmgr *q, const char *id) {
                 return r;
         if (streq(queue, QUEUE_DEFERRED) || streq(queue, QUEUE_INCOMING)) {
                 r = message_activate(q, queue, id);
+                if (r > 0 && streq(queue, QUEUE_DEFERRED) && q->n_deferred > 0)
+                        q->n_deferred--;
                 return r < 0 ? r : 0;
         }
         return streq(queue, QUEUE_ACTIVE) ? 0 : -ESRCH;
@@ -752,6 +756,7 @@ static bool message_for_site(Qmgr *q, const char *id, const char *site) {
 }
 
 static void scan_finish(Qmgr *q) {
+        q->n_deferred = q->scan_seen - q->scan_due;     /* what stayed */
         if (q->scan_seen > 0)
                 log_info("Deferred queue run: %u of %u message(s) due, %.3fs", q->scan_due,
                          q->scan_seen, (double) (now_monotonic() - q->scan_begin_mono) / 1e6);
@@ -807,6 +812,8 @@ static int on_scan_slice(sd_event_source *s, void *userdata) {
                     (!q->scan_force && due <= now)) {
                         q->scan_due++;
                         r = message_activate(q, QUEUE_DEFERRED, id);
+                        if (r > 0 && q->n_deferred > 0)
+                                q->n_deferred--;
                         if (r < 0)
                                 log_warning("%s: cannot activate: %s", id, strerror(-r));
                         continue;
@@ -851,8 +858,9 @@ void qmgr_update_idle(Qmgr *q) {
                 (void) sd_event_source_set_enabled(q->idle_timer, SD_EVENT_ONESHOT);
         } else
                 (void) sd_event_source_set_enabled(q->idle_timer, SD_EVENT_OFF);
-        (void) sd_notifyf(false, "STATUS=%u active, %u deliveries in flight", q->n_active,
-                          q->jobs_in_flight);
+        (void) sd_notifyf(false, "STATUS=Queue: %zu incoming, %u active, %u deferred; "
+                          "%u deliveries in flight", strv_length(q->enqueued), q->n_active,
+                          q->n_deferred, q->jobs_in_flight);
 }
 
 /* --- main ----------------------------------------------------------------- */

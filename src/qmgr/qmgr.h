@@ -197,6 +197,7 @@ struct Qmgr {
         uint64_t scan_started;          /* realtime usec of a forced scan's start */
         uint64_t scan_begin_mono;       /* for the log line at the end of a run */
         unsigned scan_seen, scan_due;
+        unsigned n_deferred;            /* deferred/ as of the last scan, plus moves since */
         uint64_t next_due;              /* earliest retry time seen (realtime usec); 0 none */
         uint64_t scan_next_due;
         sd_event_source *scan_event;
@@ -315,8 +316,8 @@ typedef enum QmgrNotice {
 /* Notes that recipient i of m needs a notice of this kind; dsn, reason and
  * relay of m->rcpts[i] describe it. Sent by qmgr_bounce_flush(). */
 void qmgr_bounce_want(QmgrMessage *m, size_t i, QmgrNotice kind);
-/* Sends the notices noted for m (one Bounce1.Notify per kind and remote
- * relay); called by qmgr_message_done() when nothing else is in flight.
+/* Sends the notices noted for m (one Bounce1.Notify per kind, each
+ * recipient with its relay); called by qmgr_message_done() when nothing else is in flight.
  * Recipients stay pending on disk until the reply; then bounced or
  * delivered recipients get their status byte and the message moves on
  * (qmgr_message_done()). When the call fails, the recipients are deferred
