@@ -451,3 +451,84 @@ def test_alias_expansion_error_bounce_survives_bounce_service_failure(make):
     # Delivered once, never again by the retries.
     assert len(maildir_messages(info)) == 1
     assert inst.queue_empty()
+
+
+class Peers:
+    """Scripted SMTP peers (smtp_peer.py) in the peer namespace, one per
+    address; stop() ends them by PID."""
+
+    def __init__(self, net):
+        self.net = net
+        self.tmp = tempfile.mkdtemp(prefix='postern-e2e-peers.', dir='/tmp')
+        self.procs = []
+
+    def start(self, addr, **cfg):
+        path = os.path.join(self.tmp, 'peer-%s.json' % addr)
+        cfg.update(listen=[addr, 25], log=os.path.join(self.tmp, 'peer-%s.jsonl' % addr))
+        with open(path, 'w') as f:
+            json.dump(cfg, f)
+        self.procs.append(self.net.popen(
+            self.net.peer, [sys.executable, os.path.join(HERE, 'smtp_peer.py'), path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: self.net.port_open(self.net.peer, addr, 25), what='peer ' + addr)
+
+    def stop(self):
+        for p in self.procs:
+            stop_process(p)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def peers(net):
+    p = Peers(net)
+    yield p
+    p.stop()
+
+
+def test_one_report_for_failures_at_two_servers(make, net, peers, local_user):
+    """A remote 5xx, end to end: two recipients of one message rejected by
+    two different servers give the sender one report, with each
+    recipient's Remote-MTA and Diagnostic-Code (issue 8: one report per
+    message for all its failed recipients)."""
+    a, b = PEER_ADDRS[1], PEER_ADDRS[2]
+    inst = make('myhostname = mx.example.com\nhome_mailbox = Maildir/\n'
+                'transport_maps = inline:{ example.net = smtp:[%s], example.org = smtp:[%s] }\n'
+                % (a, b), name='a', net=net, ns=net.client, smtpd_addr=CLIENT_ADDR).start()
+    peers.start(a, replies={'RCPT': '550 5.1.1 <one@example.net>: no such user here'})
+    peers.start(b, replies={'RCPT': '554 5.7.1 <two@example.org>: relaying denied'})
+    sender = '%s@mx.example.com' % local_user.pw_name
+    qid = inst.send(sender, ['one@example.net', 'two@example.org'],
+                    mail_options=['ENVID=two-servers'])
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='the report')
+    log = inst.log_text('qmgr')
+    for rcpt, addr, dsn in (('one@example.net', a, '5.1.1'), ('two@example.org', b, '5.7.1')):
+        assert re.search(r'%s: to=<%s>, relay=%s\[%s\]:25, .*dsn=%s, status=bounced'
+                         % (qid, rcpt, re.escape(addr), re.escape(addr), dsn), log), log
+    # All reports are delivered by now: exactly one.
+    rids = re.findall(r'%s: sender non-delivery notification: (%s)' % (qid, QUEUE_ID_RE),
+                      inst.log_text('bounce'))
+    assert len(rids) == 1, inst.log_text('bounce')
+    inst.wait_log('qmgr', r'%s: removed' % rids[0])
+    assert len(maildir_messages(maildir)) == 1
+    msg = read_message(files[0])
+    assert msg['Return-Path'] == '<>'
+    assert msg['Subject'] == 'Undelivered Mail Returned to Sender'
+    text, groups, returned = report_parts(msg)
+    assert groups[0]['Reporting-MTA'] == 'dns; mx.example.com'
+    assert groups[0]['Original-Envelope-Id'] == 'two-servers'
+    assert groups[0]['Arrival-Date']
+    per = {g['Final-Recipient']: g for g in groups[1:]}
+    assert set(per) == {'rfc822; one@example.net', 'rfc822; two@example.org'}
+    one, two = per['rfc822; one@example.net'], per['rfc822; two@example.org']
+    assert one['Action'] == 'failed' and one['Status'] == '5.1.1'
+    assert two['Action'] == 'failed' and two['Status'] == '5.7.1'
+    assert one['Remote-MTA'] == 'dns; %s' % a and two['Remote-MTA'] == 'dns; %s' % b
+    assert one['Diagnostic-Code'].startswith('smtp; 550 5.1.1 <one@example.net>: no such user')
+    assert two['Diagnostic-Code'].startswith('smtp; 554 5.7.1 <two@example.org>: relaying')
+    assert one['Last-Attempt-Date'] and two['Last-Attempt-Date']
+    assert one['Will-Retry-Until'] is None
+    assert 'host %s[%s] said: 550' % (a, a) in ' '.join(text.split())
+    assert 'host %s[%s] said: 554' % (b, b) in ' '.join(text.split())
+    assert returned is not None

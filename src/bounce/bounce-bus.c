@@ -53,7 +53,7 @@ static int method_notify(sd_bus_message *m, void *userdata, sd_bus_error *error)
         Bounce *b = c->bounce;
         _cleanup_free_ BounceNotifyRcpt *rcpts = NULL;
         _cleanup_free_ char *report_id = NULL;
-        const char *qid, *kind, *relay;
+        const char *qid, *kind;
         size_t n = 0, cap = 0;
         uint64_t last_attempt;
         BounceNotifyRequest req;
@@ -70,13 +70,13 @@ static int method_notify(sd_bus_message *m, void *userdata, sd_bus_error *error)
                                          "Unknown kind \"%.40s\" (failure, delay, success, "
                                          "relayed, expanded)", kind);
 
-        r = sd_bus_message_enter_container(m, 'a', "(ussss)");
+        r = sd_bus_message_enter_container(m, 'a', "(usssss)");
         if (r < 0)
                 return r;
         for (;;) {
                 BounceNotifyRcpt nr;
-                r = sd_bus_message_read(m, "(ussss)", &nr.index, &nr.address, &nr.orig, &nr.dsn,
-                                        &nr.diagnostic);
+                r = sd_bus_message_read(m, "(usssss)", &nr.index, &nr.address, &nr.orig, &nr.dsn,
+                                        &nr.diagnostic, &nr.relay);
                 if (r < 0)
                         return r;
                 if (r == 0)
@@ -93,6 +93,8 @@ static int method_notify(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 if (!text_ok(nr.diagnostic, BOUNCE_DIAG_ARG_MAX))
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Invalid diagnostic text");
+                if (!text_ok(nr.relay, 1000))
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid relay");
                 if (n == cap) {
                         size_t nc = cap ? cap * 2 : 16;
                         BounceNotifyRcpt *a = reallocarray(rcpts, nc, sizeof(*a));
@@ -106,13 +108,11 @@ static int method_notify(sd_bus_message *m, void *userdata, sd_bus_error *error)
         r = sd_bus_message_exit_container(m);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "st", &relay, &last_attempt);
+        r = sd_bus_message_read(m, "t", &last_attempt);
         if (r < 0)
                 return r;
         if (n == 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "No recipients");
-        if (!text_ok(relay, 1000))
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid relay");
         if (last_attempt == 0) {
                 struct timeval now;
                 gettimeofday(&now, NULL);
@@ -125,7 +125,6 @@ static int method_notify(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 .kind = (BounceKind) k,
                 .rcpts = rcpts,
                 .n_rcpts = n,
-                .relay = relay,
                 .last_attempt_usec = last_attempt,
         };
         r = bounce_notify(b, &req, &report_id);
@@ -140,8 +139,8 @@ static int method_notify(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static const sd_bus_vtable bounce_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Notify",
-                SD_BUS_ARGS("h", queue_file, "s", queue_id, "s", kind, "a(ussss)", recipients,
-                            "s", relay, "t", last_attempt_usec),
+                SD_BUS_ARGS("h", queue_file, "s", queue_id, "s", kind, "a(usssss)", recipients,
+                            "t", last_attempt_usec),
                 SD_BUS_RESULT("s", report_queue_id),
                 method_notify, 0),
         SD_BUS_VTABLE_END,
@@ -300,7 +299,8 @@ void bounce_qmgr_notify(Bounce *b, const char *queue_id) {
                                      QUEUE_BUS_INTERFACE, "Enqueue", on_enqueue_reply, NULL, "s",
                                      queue_id);
         if (r < 0) {
-                log_debug("Cannot announce %s to the queue manager: %s", queue_id, strerror(-r));
+                log_mail(LOG_DEBUG, NULL, queue_id, LOG_NO_FIELDS,
+                         "cannot announce it to the queue manager: %s", strerror(-r));
                 b->qmgr_bus = sd_bus_flush_close_unref(b->qmgr_bus);
         }
 }

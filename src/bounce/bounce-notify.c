@@ -189,7 +189,6 @@ static int send_report(Bounce *b, const BounceNotifyRequest *req, const QueueEnv
                 .last_attempt_usec = req->last_attempt_usec,
                 .retry_until_usec = (uint64_t) orig->arrival.tv_sec * 1000000 +
                                     (uint64_t) orig->arrival.tv_usec + lifetime,
-                .relay = req->relay,
                 .rcpts = job->rcpts,
                 .n_rcpts = job->n_rcpts,
                 .content = content,
@@ -310,6 +309,7 @@ int bounce_notify(Bounce *b, const BounceNotifyRequest *req, char **ret_report_i
                         .orcpt = qr->orcpt,
                         .dsn = nr->dsn,
                         .diagnostic = nr->diagnostic,
+                        .relay = nr->relay,
                 };
                 if (notify_wants(req->kind, qr->notify))
                         wanted[n_wanted++] = all[i];
@@ -381,8 +381,9 @@ int bounce_notify(Bounce *b, const BounceNotifyRequest *req, char **ret_report_i
                         };
                         r = send_report(b, req, &orig, content, content_len, &job, copy_id);
                         if (r < 0)
-                                log_warning_errno(r, "%s: cannot queue the postmaster copy, "
-                                                  "skipping it: %m", orig.queue_id);
+                                log_mail(LOG_WARNING, NULL, orig.queue_id, LOG_NO_FIELDS,
+                                         "cannot queue the postmaster copy, skipping it: %s",
+                                         strerror(-r));
                 }
                 if (n_errors > 0) {
                         Job job = {
@@ -396,8 +397,9 @@ int bounce_notify(Bounce *b, const BounceNotifyRequest *req, char **ret_report_i
                         };
                         r = send_report(b, req, &orig, content, content_len, &job, copy_id);
                         if (r < 0)
-                                log_warning_errno(r, "%s: cannot queue the postmaster error "
-                                                  "copy, skipping it: %m", orig.queue_id);
+                                log_mail(LOG_WARNING, NULL, orig.queue_id, LOG_NO_FIELDS,
+                                         "cannot queue the postmaster error copy, skipping "
+                                         "it: %s", strerror(-r));
                 }
                 goto done;
         }
@@ -434,8 +436,9 @@ int bounce_notify(Bounce *b, const BounceNotifyRequest *req, char **ret_report_i
                 };
                 r = send_report(b, req, &orig, content, content_len, &job, copy_id);
                 if (r < 0)
-                        log_warning_errno(r, "%s: cannot queue the postmaster delay copy, "
-                                          "skipping it: %m", orig.queue_id);
+                        log_mail(LOG_WARNING, NULL, orig.queue_id, LOG_NO_FIELDS,
+                                 "cannot queue the postmaster delay copy, skipping it: %s",
+                                 strerror(-r));
         }
 done:
         *ret_report_id = strdup(main_id);

@@ -105,6 +105,24 @@ static bool is_smtp_reply(const char *s) {
                s[2] <= '9' && (s[3] == ' ' || s[3] == '-' || s[3] == '\0');
 }
 
+/* The SMTP reply inside a delivery agent's text "host H[A] said: 550 ...
+ * (in reply to RCPT TO command)", as Postfix puts it into Diagnostic-Code:
+ * a copy of the reply alone, or NULL when the text holds none (or no
+ * memory; the caller then uses the text as it is). */
+static char *smtp_reply_of(const char *s) {
+        const char *said = startswith(s, "host ") ? strstr(s, " said: ") : NULL;
+        const char *end, *inreply;
+
+        if (!said || !is_smtp_reply(said + 7))
+                return NULL;
+        said += 7;
+        end = said + strlen(said);
+        inreply = strstr(said, " (in reply to ");
+        if (inreply && end[-1] == ')' && !strchr(inreply + 1, '('))
+                end = inreply;
+        return strndup_safe(said, (size_t) (end - said));
+}
+
 static bool dsn_valid(const char *s) {
         /* RFC 3463 2: class "." subject "." detail; 1-3 digits each. */
         int n;
@@ -182,9 +200,10 @@ static int put_wrapped(StrBuf *b, const char *text) {
         return strbuf_putc(b, '\n');
 }
 
-static int put_rcpt_line(StrBuf *b, const BounceReport *r, const BounceReportRcpt *rc,
-                         bool remote) {
+static int put_rcpt_line(StrBuf *b, const BounceReport *r, const BounceReportRcpt *rc) {
         _cleanup_(strbuf_done) StrBuf line = {0}, diag = {0};
+        _cleanup_free_ char *remote = relay_host(rc->relay);
+        const char *relay = strempty(rc->relay);
         int q;
 
         if (put_clean(&diag, strempty(rc->diagnostic), BOUNCE_DIAGNOSTIC_MAX, false) < 0)
@@ -201,14 +220,14 @@ static int put_rcpt_line(StrBuf *b, const BounceReport *r, const BounceReportRcp
         if (r->kind == BOUNCE_KIND_FAILURE || r->kind == BOUNCE_KIND_DELAY) {
                 if (remote && is_smtp_reply(diag.data ? diag.data : ""))
                         q = strbuf_puts(&line, " host ") < 0 ||
-                            put_clean(&line, r->relay, 300, false) < 0 ||
+                            put_clean(&line, relay, 300, false) < 0 ||
                             strbuf_puts(&line, " said:") < 0;
                 else
                         q = 0;
         } else
-                q = !isempty(r->relay) && (strbuf_puts(&line, " delivery via ") < 0 ||
-                                           put_clean(&line, r->relay, 300, false) < 0 ||
-                                           strbuf_putc(&line, ':') < 0);
+                q = !isempty(relay) && (strbuf_puts(&line, " delivery via ") < 0 ||
+                                        put_clean(&line, relay, 300, false) < 0 ||
+                                        strbuf_putc(&line, ':') < 0);
         if (q)
                 return -ENOMEM;
         if (diag.len > 0 && (strbuf_putc(&line, ' ') < 0 || strbuf_puts(&line, diag.data) < 0))
@@ -255,7 +274,6 @@ static int put_original_recipient(StrBuf *b, const BounceReportRcpt *rc) {
 }
 
 static int put_delivery_status(StrBuf *b, const BounceReport *r) {
-        _cleanup_free_ char *remote = relay_host(r->relay);
         char date[64];
 
         /* RFC 3464 2.2: per-message fields. The ENVID is xtext on the wire
@@ -284,6 +302,7 @@ static int put_delivery_status(StrBuf *b, const BounceReport *r) {
         /* RFC 3464 2.3: one group of per-recipient fields each. */
         for (size_t i = 0; i < r->n_rcpts; i++) {
                 const BounceReportRcpt *rc = &r->rcpts[i];
+                _cleanup_free_ char *remote = relay_host(rc->relay);
                 if (strbuf_putc(b, '\n') < 0 || put_original_recipient(b, rc) < 0 ||
                     put_address_field(b, "Final-Recipient", rc->address) < 0 ||
                     strbuf_printf(b, "Action: %s\nStatus: %s\n", bounce_kind_action(r->kind),
@@ -292,10 +311,13 @@ static int put_delivery_status(StrBuf *b, const BounceReport *r) {
                 if (remote && (strbuf_puts(b, "Remote-MTA: dns; ") < 0 ||
                                put_clean(b, remote, 255, false) < 0 || strbuf_putc(b, '\n') < 0))
                         return -ENOMEM;
-                if (!isempty(rc->diagnostic) &&
+                _cleanup_free_ char *reply = isempty(rc->diagnostic)
+                                                     ? NULL : smtp_reply_of(rc->diagnostic);
+                const char *diag = reply ? reply : rc->diagnostic;
+                if (!isempty(diag) &&
                     (strbuf_printf(b, "Diagnostic-Code: %s; ",
-                                   is_smtp_reply(rc->diagnostic) ? "smtp" : "X-Postern") < 0 ||
-                     put_clean(b, rc->diagnostic, BOUNCE_DIAGNOSTIC_MAX, false) < 0 ||
+                                   is_smtp_reply(diag) ? "smtp" : "X-Postern") < 0 ||
+                     put_clean(b, diag, BOUNCE_DIAGNOSTIC_MAX, false) < 0 ||
                      strbuf_putc(b, '\n') < 0))
                         return -ENOMEM;
                 if (r->last_attempt_usec &&
@@ -444,12 +466,9 @@ int bounce_report_build(const BounceReport *r, StrBuf *out, BounceReportInfo *re
                 return -ENOMEM;
         if (strbuf_putc(out, '\n') < 0)
                 return -ENOMEM;
-        {
-                _cleanup_free_ char *remote = relay_host(r->relay);
-                for (size_t i = 0; i < r->n_rcpts; i++)
-                        if (put_rcpt_line(out, r, &r->rcpts[i], remote != NULL) < 0)
-                                return -ENOMEM;
-        }
+        for (size_t i = 0; i < r->n_rcpts; i++)
+                if (put_rcpt_line(out, r, &r->rcpts[i]) < 0)
+                        return -ENOMEM;
 
         if (strbuf_printf(out,
                           "\n--%s\n"

@@ -49,6 +49,8 @@ typedef struct BounceReportRcpt {
         const char *orcpt;              /* DSN ORCPT as sent ("rfc822;a+2Bb"), NULL: none */
         const char *dsn;                /* "5.1.1" */
         const char *diagnostic;         /* remote reply ("550 5.1.1 ...") or local reason */
+        const char *relay;              /* who gave it: "host[addr]:port", "local", "" or
+                                         * NULL (Remote-MTA for a remote host) */
 } BounceReportRcpt;
 
 typedef struct BounceReport {
@@ -65,7 +67,6 @@ typedef struct BounceReport {
         uint64_t now_usec;              /* Date: of the report (CLOCK_REALTIME) */
         uint64_t last_attempt_usec;     /* 0: no Last-Attempt-Date */
         uint64_t retry_until_usec;      /* delay reports: Will-Retry-Until; 0: none */
-        const char *relay;              /* "host[addr]:port", "local", "" */
         const BounceReportRcpt *rcpts;
         size_t n_rcpts;
         const char *content;            /* original message, LF line ends: all of it, or at

@@ -110,6 +110,7 @@ typedef struct BounceNotifyRcpt {
         const char *orig;
         const char *dsn;
         const char *diagnostic;
+        const char *relay;              /* "host[addr]:port" of a remote reply, "" */
 } BounceNotifyRcpt;
 
 typedef struct BounceNotifyRequest {
@@ -118,7 +119,6 @@ typedef struct BounceNotifyRequest {
         BounceKind kind;
         const BounceNotifyRcpt *rcpts;
         size_t n_rcpts;
-        const char *relay;
         uint64_t last_attempt_usec;     /* CLOCK_REALTIME; 0: now */
 } BounceNotifyRequest;
 

@@ -22,7 +22,8 @@
 static void usage(void) {
         fprintf(stderr,
                 "Usage: test-bounce-client [--socket=PATH] [--relay=RELAY] [--last-attempt=USEC]\n"
-                "           --rcpt='INDEX|ADDRESS|ORIG|DSN|DIAGNOSTIC' ... FILE QUEUE_ID KIND\n");
+                "           --rcpt='INDEX|ADDRESS|ORIG|DSN|DIAGNOSTIC[|RELAY]' ... FILE QUEUE_ID KIND\n"
+                "A recipient without its own RELAY gets --relay's.\n");
 }
 
 int main(int argc, char **argv) {
@@ -91,12 +92,12 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = sd_bus_message_append(m, "hss", fd, argv[optind + 1], argv[optind + 2]);
         if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "(ussss)");
+                r = sd_bus_message_open_container(m, 'a', "(usssss)");
         STRV_FOREACH(i, rcpts) {
-                char *f[5] = {NULL}, *p = *i;
-                for (int k = 0; k < 5; k++) {
+                char *f[6] = {NULL}, *p = *i;
+                for (int k = 0; k < 6; k++) {
                         f[k] = p;
-                        p = k < 4 && p ? strchr(p, '|') : NULL;
+                        p = k < 5 && p ? strchr(p, '|') : NULL;
                         if (p)
                                 *p++ = '\0';
                 }
@@ -105,13 +106,13 @@ int main(int argc, char **argv) {
                         goto finish;
                 }
                 if (r >= 0)
-                        r = sd_bus_message_append(m, "(ussss)", (uint32_t) strtoul(f[0], NULL, 10),
-                                                  f[1], f[2], f[3], f[4]);
+                        r = sd_bus_message_append(m, "(usssss)", (uint32_t) strtoul(f[0], NULL, 10),
+                                                  f[1], f[2], f[3], f[4], f[5] ? f[5] : relay);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0)
-                r = sd_bus_message_append(m, "st", relay, last_attempt);
+                r = sd_bus_message_append(m, "t", last_attempt);
         if (r < 0) {
                 fprintf(stderr, "Cannot build the call on %s: %s\n", socket_path, strerror(-r));
                 goto finish;

@@ -69,6 +69,8 @@ static const char text[] =
         "\n"
         "Your message could not be delivered.\n";
 
+#define MX "mx.example.net[192.0.2.25]:25"
+
 static BounceReport base_report(void) {
         return (BounceReport) {
                 .kind = BOUNCE_KIND_FAILURE,
@@ -82,7 +84,6 @@ static BounceReport base_report(void) {
                 .arrival = {.tv_sec = 1700000000, .tv_usec = 123456},
                 .now_usec = 1700003600ULL * 1000000,
                 .last_attempt_usec = 1700003500ULL * 1000000,
-                .relay = "mx.example.net[192.0.2.25]:25",
                 .content = original,
                 .content_size = sizeof(original) - 1,
                 .ret = QUEUE_RET_NONE,
@@ -113,11 +114,13 @@ static void test_failure_remote(void) {
                  .dsn = "5.1.1",
                  .diagnostic = "550 5.1.1 <user@example.net>: Recipient address rejected: "
                                "User unknown in virtual mailbox table (in reply to RCPT TO "
-                               "command)"},
+                               "command)",
+                 .relay = MX},
                 {.address = "other@example.net",
                  .orig = "alias@example.net",
                  .dsn = "5.2.2",
-                 .diagnostic = "552 5.2.2 Mailbox full\r\nX-Injected: yes"},
+                 .diagnostic = "552 5.2.2 Mailbox full\r\nX-Injected: yes",
+                 .relay = MX},
         };
         BounceReport r = base_report();
         BounceReportInfo info;
@@ -141,7 +144,7 @@ static void test_failure_local_hdrs(void) {
 
         r.rcpts = rcpts;
         r.n_rcpts = 1;
-        r.relay = "local";
+        rcpts[0].relay = "local";
         r.ret = QUEUE_RET_HDRS;
         check_report(&r, "report-failure-local-hdrs.eml", &info);
         CHECK(!info.full_message);
@@ -159,7 +162,7 @@ static void test_failure_too_big(void) {
 
         r.rcpts = rcpts;
         r.n_rcpts = 1;
-        r.relay = "";
+        rcpts[0].relay = "";
         r.size_limit = 100;     /* smaller than the original: headers only */
         check_report(&r, "report-failure-expired-truncated.eml", &info);
         CHECK(!info.full_message);
@@ -176,7 +179,7 @@ static void test_delay(void) {
         r.kind = BOUNCE_KIND_DELAY;
         r.rcpts = rcpts;
         r.n_rcpts = 1;
-        r.relay = "mx.example.net[192.0.2.25]:25";
+        rcpts[0].relay = "mx.example.net[192.0.2.25]:25";
         r.subject = "Delayed Mail (still being retried)";
         r.retry_until_usec = (1700000000ULL + 5 * 86400) * 1000000 + 123456;
         check_report(&r, "report-delay.eml", NULL);
@@ -193,7 +196,7 @@ static void test_success(void) {
         r.kind = BOUNCE_KIND_SUCCESS;
         r.rcpts = rcpts;
         r.n_rcpts = 1;
-        r.relay = "local";
+        rcpts[0].relay = "local";
         r.ret = QUEUE_RET_FULL;         /* RET is about failures only */
         r.subject = "Successful Mail Delivery Report";
         check_report(&r, "report-success.eml", &info);
@@ -203,7 +206,7 @@ static void test_success(void) {
 static void test_postmaster_copy(void) {
         BounceReportRcpt rcpts[] = {
                 {.address = "user@example.net", .dsn = "5.7.1",
-                 .diagnostic = "554 5.7.1 Relay access denied"},
+                 .diagnostic = "554 5.7.1 Relay access denied", .relay = MX},
         };
         BounceReport r = base_report();
         BounceReportInfo info;
@@ -227,7 +230,7 @@ static void test_double_bounce_8bit(void) {
                 "Gr\xc3\xbc\xc3\x9f""e --0ABCDF0002abcABC.1700003600/mx.example.test\n";
         BounceReportRcpt rcpts[] = {
                 {.address = "j\xc3\xb6rg@example.org", .dsn = "5.1.1",
-                 .diagnostic = "550 5.1.1 no such user \xff"},
+                 .diagnostic = "550 5.1.1 no such user \xff", .relay = MX},
         };
         BounceReport r = base_report();
         BounceReportInfo info;
@@ -243,6 +246,39 @@ static void test_double_bounce_8bit(void) {
         check_report(&r, "report-double-bounce.eml", &info);
         CHECK(info.full_message);
         CHECK(info.eight_bit);
+}
+
+/* One report for recipients that failed at different servers: each group
+ * names its own Remote-MTA, each readable line its own host. */
+static void test_two_relays(void) {
+        BounceReportRcpt rcpts[] = {
+                {.address = "a@example.net", .dsn = "5.1.1",
+                 .diagnostic = "550 5.1.1 no such user", .relay = MX},
+                {.address = "b@example.org", .dsn = "5.7.1",
+                 .diagnostic = "host mx.example.org[198.51.100.7]:25 said: 554 5.7.1 go away "
+                               "(in reply to RCPT TO command)",
+                 .relay = "mx.example.org[198.51.100.7]:25"},
+                {.address = "c@mx.example.test", .dsn = "5.1.1",
+                 .diagnostic = "unknown user: \"c\"", .relay = "local"},
+        };
+        _cleanup_(strbuf_done) StrBuf out = {0};
+        BounceReport r = base_report();
+        const char *a, *b, *c;
+
+        r.rcpts = rcpts;
+        r.n_rcpts = ELEMENTSOF(rcpts);
+        CHECK_INT(bounce_report_build(&r, &out, NULL), 0);
+        CHECK(strstr(out.data, "<a@example.net>: host " MX " said:"));
+        CHECK(strstr(out.data, "<b@example.org>: host mx.example.org[198.51.100.7]:25 said:"));
+        a = strstr(out.data, "Final-Recipient: rfc822; a@example.net\n");
+        b = strstr(out.data, "Final-Recipient: rfc822; b@example.org\n");
+        c = strstr(out.data, "Final-Recipient: rfc822; c@mx.example.test\n");
+        CHECK(a && b && c && a < b && b < c);
+        CHECK(strstr(a, "Remote-MTA: dns; mx.example.net\n") < b);
+        CHECK(strstr(b, "Remote-MTA: dns; mx.example.org\n") < c);
+        CHECK(!strstr(c, "Remote-MTA:"));
+        /* Diagnostic-Code holds the reply alone, as Postfix's. */
+        CHECK(strstr(b, "Diagnostic-Code: smtp; 554 5.7.1 go away\n") < c);
 }
 
 static void test_bad_input(void) {
@@ -346,5 +382,6 @@ static void test_templates(void) {
 }
 
 TEST_MAIN(test_failure_remote, test_failure_local_hdrs, test_failure_too_big, test_delay,
-          test_success, test_postmaster_copy, test_double_bounce_8bit, test_bad_input,
+          test_success, test_postmaster_copy, test_double_bounce_8bit, test_two_relays,
+          test_bad_input,
           test_kinds, test_expand, test_templates)

@@ -4,13 +4,14 @@
  * (see bus-names.h) to queue a delivery status notification:
  *
  *   Notify(h queue_file, s queue_id, s kind "failure"|"delay"|"success"|"relayed",
- *          a(ussss) recipients: (index, address, original address, dsn, text),
- *          s relay, t last_attempt_usec) -> (s report_queue_id)
+ *          a(usssss) recipients: (index, address, original address, dsn, text, relay),
+ *          t last_attempt_usec) -> (s report_queue_id)
  *
  * Results first only note which notice a recipient needs
  * (qmgr_bounce_want()); qmgr_message_done() sends them once nothing else
- * of the message is in flight, one call per kind and remote relay, so that
- * the sender gets one report per attempt as from Postfix. While a call is in flight the recipients are "bouncing" in
+ * of the message is in flight, one call per kind with each recipient's
+ * own relay (its Remote-MTA), so that the sender gets one report per
+ * attempt for the whole message, as from Postfix. While a call is in flight the recipients are "bouncing" in
  * memory only: on disk they stay pending, and the message stays in the
  * active queue. The reply (also "" when no report was due) makes them
  * bounced or delivered on disk; a failed call (the service is down, or
@@ -180,10 +181,15 @@ static int on_notify_reply(sd_bus_message *reply, void *userdata, sd_bus_error *
         return 0;
 }
 
+/* The relay a report names as Remote-MTA: "host[addr]:port" of a remote
+ * server, "" for the local agents ("local", "virtual", "none"). */
+static const char *remote_relay(const char *relay) {
+        return relay && strchr(relay, '[') ? relay : "";
+}
+
 /* Starts one Notify call. Returns 1 when it is in flight, 0 when it was
  * settled at once (no bounce service, nothing due, or a failure). */
-static int notify_start(Qmgr *q, QmgrMessage *m, QmgrNotice kind, size_t *idx, size_t n,
-                        const char *relay) {
+static int notify_start(Qmgr *q, QmgrMessage *m, QmgrNotice kind, size_t *idx, size_t n) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
         _cleanup_free_ char *path = NULL, *address = NULL;
         QmgrNoticeCall *c = NULL;
@@ -231,7 +237,7 @@ static int notify_start(Qmgr *q, QmgrMessage *m, QmgrNotice kind, size_t *idx, s
         if (r >= 0)
                 r = sd_bus_message_append(msg, "hss", m->fd, m->id, kind_name[kind]);
         if (r >= 0)
-                r = sd_bus_message_open_container(msg, 'a', "(ussss)");
+                r = sd_bus_message_open_container(msg, 'a', "(usssss)");
         for (size_t k = 0; r >= 0 && k < n; k++) {
                 QueueRecipient *rc = &m->env.rcpts[idx[k]];
                 QmgrRcpt *st = &m->rcpts[idx[k]];
@@ -239,16 +245,14 @@ static int notify_start(Qmgr *q, QmgrMessage *m, QmgrNotice kind, size_t *idx, s
                                   : kind == QMGR_NOTICE_FAILURE ? "5.0.0"
                                   : kind == QMGR_NOTICE_DELAY   ? "4.0.0"
                                                                 : "2.0.0";
-                r = sd_bus_message_append(msg, "(ussss)", (uint32_t) idx[k], rc->address,
+                r = sd_bus_message_append(msg, "(usssss)", (uint32_t) idx[k], rc->address,
                                           rc->orig ? rc->orig : rc->address, dsn,
-                                          strempty(st->reason));
+                                          strempty(st->reason), remote_relay(st->relay));
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(msg);
         if (r >= 0)
-                r = sd_bus_message_append(msg, "st",
-                                          relay && !streq(relay, "none") ? relay : "",
-                                          now_realtime());
+                r = sd_bus_message_append(msg, "t", now_realtime());
         if (r >= 0 && !(c = calloc(1, sizeof(*c))))
                 r = -ENOMEM;
         if (r >= 0 && !(c->idx = calloc(n, sizeof(size_t))))
@@ -280,19 +284,12 @@ static int notify_start(Qmgr *q, QmgrMessage *m, QmgrNotice kind, size_t *idx, s
         return 1;
 }
 
-/* The relay a report names as Remote-MTA: "host[addr]:port" of a remote
- * server, "" for the local agents ("local", "virtual", "none"). */
-static const char *remote_relay(const char *relay) {
-        return relay && strchr(relay, '[') ? relay : "";
-}
-
 unsigned qmgr_bounce_flush(QmgrMessage *m) {
         _cleanup_free_ size_t *idx = NULL;
         unsigned started = 0;
 
         for (size_t i = 0; i < m->env.n_rcpts; i++) {
                 QmgrRcpt *first = &m->rcpts[i];
-                const char *relay;
                 QmgrNotice kind;
                 size_t n = 0;
 
@@ -303,21 +300,15 @@ unsigned qmgr_bounce_flush(QmgrMessage *m) {
                         return started;
                 }
                 kind = (QmgrNotice) (first->notice - 1);
-                relay = remote_relay(first->relay);
-                /* One report per kind and relay, as Postfix's bounce daemon
-                 * writes one per message. */
-                for (size_t j = i; j < m->env.n_rcpts; j++) {
-                        QmgrRcpt *st = &m->rcpts[j];
-                        if (st->notice != first->notice)
-                                continue;
-                        /* A delay warning covers the whole message. */
-                        if (kind != QMGR_NOTICE_DELAY && !streq(remote_relay(st->relay), relay))
-                                continue;
-                        idx[n++] = j;
-                }
+                /* One report per kind for the whole message, as Postfix's
+                 * bounce daemon writes one per message; each recipient
+                 * carries its own Remote-MTA. */
+                for (size_t j = i; j < m->env.n_rcpts; j++)
+                        if (m->rcpts[j].notice == first->notice)
+                                idx[n++] = j;
                 for (size_t k = 0; k < n; k++)
                         m->rcpts[idx[k]].notice = 0;
-                if (notify_start(m->qmgr, m, kind, idx, n, relay) > 0)
+                if (notify_start(m->qmgr, m, kind, idx, n) > 0)
                         started++;
         }
         return started;

@@ -25,9 +25,10 @@
  * org.postern.Bounce1 (bounce; /org/postern/Bounce1):
  *   Notify(h queue_file, s queue_id,
  *          s kind "failure"|"delay"|"success"|"relayed"|"expanded",
- *          a(ussss) recipients: (index in the queue file, address, original address,
- *                                dsn "X.Y.Z", diagnostic text),
- *          s relay ("" when none), t last_attempt_usec)
+ *          a(usssss) recipients: (index in the queue file, address, original address,
+ *                                 dsn "X.Y.Z", diagnostic text,
+ *                                 relay "host[addr]:port" for Remote-MTA, "" none),
+ *          t last_attempt_usec)
  *     -> (s report_queue_id: "" when no report was due, e.g. NOTIFY=NEVER)
  *   The bounce service writes the report (RFC 3464) into incoming/, fsyncs
  *   it, announces it with Queue1.Enqueue and only then replies; the caller
