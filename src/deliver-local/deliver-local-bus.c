@@ -127,8 +127,8 @@ static void job_reply(DeliverJob *j) {
         if (r >= 0)
                 r = sd_bus_send(sd_bus_message_get_bus(j->call), reply, NULL);
         if (r < 0)
-                log_warning_errno(r, "Cannot send the Deliver reply for %s: %m",
-                                  j->env_ok ? j->env.queue_id : "?");
+                log_mail(LOG_WARNING, NULL, j->env_ok ? j->env.queue_id : NULL, LOG_NO_FIELDS,
+                         "cannot send the Deliver reply: %s", strerror(-r));
 }
 
 static void rcpt_finished(DeliverRcpt *r) {
@@ -573,7 +573,8 @@ void deliver_qmgr_notify(DeliverLocal *d, const char *queue_id) {
         r = sd_bus_call_method_async(d->qmgr_bus, NULL, NULL, QUEUE_BUS_OBJECT, QUEUE_BUS_INTERFACE,
                                      "Enqueue", on_enqueue_reply, NULL, "s", queue_id);
         if (r < 0) {
-                log_debug("Cannot announce %s to the queue manager: %s", queue_id, strerror(-r));
+                log_mail(LOG_DEBUG, NULL, queue_id, LOG_NO_FIELDS,
+                         "cannot announce it to the queue manager: %s", strerror(-r));
                 d->qmgr_bus = sd_bus_flush_close_unref(d->qmgr_bus);
         }
 }

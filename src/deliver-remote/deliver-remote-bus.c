@@ -6,6 +6,7 @@
  * Errors map to bus errors in one place, bus_error_from_errno(). */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -84,8 +85,9 @@ void deliver_bus_reply(DeliveryJob *j) {
         if (r >= 0)
                 r = sd_bus_send(NULL, reply, NULL);
         if (r < 0)
-                log_warning_errno(r, "%s: cannot send the delivery results to the queue manager: %m",
-                                  strempty(j->qid));
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS,
+                         "cannot send the delivery results to the queue manager: %s",
+                         strerror(-r));
         j->call = sd_bus_message_unref(j->call);
 }
 

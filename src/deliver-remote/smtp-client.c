@@ -208,8 +208,8 @@ static void session_fail(SmtpSession *s, bool log, const char *dsn, const char *
         if (reusing) {
                 /* A cached connection that went stale is no failure of the
                  * next hop: start over with DNS. */
-                log_debug("%s: cached connection to %s is gone: %s", j->qid, s->relay,
-                          strempty(text));
+                log_mail(LOG_DEBUG, NULL, j->qid, LOG_NO_FIELDS,
+                         "cached connection to %s is gone: %s", s->relay, strempty(text));
                 delivery_job_reuse_failed(j);
                 return;
         }
@@ -1313,7 +1313,8 @@ int smtp_session_reuse(DeliveryJob *j) {
                 s->broken = false;
                 s->state = SESSION_RSET;
                 s->doing = "sending RSET";
-                log_debug("%s: reusing the connection to %s", j->qid, s->relay);
+                log_mail(LOG_DEBUG, NULL, j->qid, LOG_NO_FIELDS, "reusing the connection to %s",
+                         s->relay);
                 if (session_printf(s, "RSET") < 0 || session_send(s) < 0) {
                         /* Freed from the next loop iteration's point of view:
                          * the job resolves as if nothing was cached. */
