@@ -73,6 +73,8 @@ NOT_EXAMPLES = {
     ('postern-deliver-remote.8', 'Trusted TLS connection established to'): 'log line',
     ('postern-qmgr.8', 'QUEUEID: to=<rcpt>, orig_to=<rcpt>,'): 'log format',
     ('postern-smtpd.8', 'connect from unknown[192.0.2.1]'): 'log lines',
+    ('postern-pickup.8', 'QUEUEID: uid=UID from=<sender>'): 'log lines',
+    ('postern-deliver-remote.8', 'QUEUEID: Trusted TLS connection'): 'log lines',
     ('postern.7', '  SMTP client --25/587/465--> postern-smtpd'): 'mail flow diagram',
 }
 
@@ -792,3 +794,104 @@ def test_generated_conf_page_has_every_parameter():
     assert len(entries) == len(names)
     for e in entries:
         assert '\nType: ' in e and '\nDefault' in e and '\nRead by: ' in e, e
+
+
+# --- daemon pages: units, bus, journal fields, sandbox ----------------------
+
+DAEMONS = {
+    'postern-smtpd.8': ('smtpd', ['postern-smtpd', 'postern-submission', 'postern-smtps']),
+    'postern-qmgr.8': ('qmgr', ['postern-qmgr']),
+    'postern-deliver-remote.8': ('deliver-remote', ['postern-deliver-remote']),
+    'postern-deliver-local.8': ('deliver-local', ['postern-deliver-local']),
+    'postern-bounce.8': ('bounce', ['postern-bounce']),
+    'postern-pickup.8': ('pickup', ['postern-pickup']),
+}
+UNITS_DIR = os.path.join(SRC_DIR, 'units')
+
+
+def page_text(page):
+    """The page's source with roff escapes that split words undone."""
+    text = open(os.path.join(MAN_DIR, page)).read()
+    return text.replace('\\-', '-').replace('\\~', ' ').replace('\\e', '\\')
+
+
+def section(text, name):
+    m = re.search(r'^\.SH "?%s"?\n(.*?)(?=^\.SH |\Z)' % re.escape(name), text, re.M | re.S)
+    return m[1] if m else ''
+
+
+def unit_settings(path):
+    settings = {}
+    for line in open(path):
+        line = line.strip()
+        if line and not line.startswith(('#', '[')) and '=' in line:
+            k, v = line.split('=', 1)
+            settings.setdefault(k, []).append(v)
+    return settings
+
+
+def journal_fields(role):
+    """The POSTERN_* fields the role's sources log (environment variable
+    names, read with getenv(), are not fields)."""
+    names, env = set(), set()
+    for path in glob.glob(os.path.join(SRC_DIR, 'src', role, '*.c')):
+        if os.path.basename(path).startswith(('test-', 'fuzz-')):
+            continue
+        src = open(path).read()
+        names |= set(re.findall(r'"(POSTERN_[A-Z_]+)"', src))
+        env |= set(re.findall(r'(?:getenv|setenv)\("(POSTERN_[A-Z_]+)"', src))
+        if re.search(r'log_mail\([^;]*?,\s*MSGID_\w+,\s*(?!NULL)', src):
+            names.add('POSTERN_QUEUE_ID')
+    return names - env
+
+
+@pytest.mark.parametrize('page', sorted(DAEMONS))
+def test_daemon_page_units_bus_fields_sandbox(page):
+    role, unit_names = DAEMONS[page]
+    text = page_text(page)
+    # Every unit of the role, and its service unit in particular.
+    units = sorted(os.path.basename(u).removesuffix('.in')
+                   for n in unit_names for u in glob.glob(os.path.join(UNITS_DIR, n + '.*')))
+    assert any(u.endswith('.service') for u in units)
+    assert any(u.endswith(('.socket', '.path', '.timer')) for u in units)
+    for u in units:
+        assert u in text, (page, u)
+    # The bus: the interface served, or the one called.
+    assert re.search(r'^\.S[HS] "?(D-)?BUS INTERFACE"?$', text, re.M | re.I), page
+    assert 'org.postern.' in text
+    # Every journal field the sources log.
+    fields = journal_fields(role)
+    assert 'POSTERN_QUEUE_ID' in fields or role == 'deliver-local'
+    missing = sorted(f for f in fields if f not in text)
+    assert missing == [], (page, missing)
+    assert 'MESSAGE_ID' in text and 'SYSLOG_IDENTIFIER' in text
+    # The sandbox of each service unit.
+    sandbox = section(text, 'SANDBOX')
+    assert sandbox, page + ' has no SANDBOX section'
+    for u in units:
+        if not u.endswith('.service'):
+            continue
+        st = unit_settings(os.path.join(UNITS_DIR, u + '.in'))
+        assert st['User'][0] in sandbox
+        caps = ' '.join(st.get('CapabilityBoundingSet', [''])).split()
+        assert 'CapabilityBoundingSet' in sandbox
+        for cap in caps:
+            assert cap in sandbox, (u, cap)
+        for paths in st.get('ReadWritePaths', []):
+            for p in paths.split():
+                p = p.lstrip('-')
+                if p.startswith('@SPOOLDIR@/'):
+                    assert p.split('/', 1)[1] in sandbox, (u, p)
+                else:
+                    assert p.replace('@SPOOLDIR@', '/var/spool/postern') in sandbox, (u, p)
+        for key in ('PrivateNetwork', 'IPAddressDeny'):
+            if key in st:
+                assert '%s=%s' % (key, st[key][0]) in sandbox, (u, key)
+        families = ' '.join(st['RestrictAddressFamilies'])
+        assert families in sandbox, (u, families)
+        for f in st['SystemCallFilter']:
+            for group in f.lstrip('~').split():
+                assert group in sandbox, (u, group)
+    # And the overview.
+    see_also = section(text, 'SEE ALSO')
+    assert re.search(r'^\.BR postern \(7\)', see_also, re.M), page
