@@ -502,35 +502,71 @@ def test_smtpd_does_not_add_headers(make_smtpd):
     assert '\nMessage-ID: <' in head and '\nFrom: user@example.test' in head
 
 
-def test_disk_full(make_smtpd, tmp_path):
+@pytest.fixture
+def small_queue(tmp_path):
+    """A queue directory on a 1 MiB tmpfs."""
     if os.geteuid() != 0:
         pytest.skip('needs root to mount a tmpfs')
     qdir = tmp_path / 'queue'
     qdir.mkdir()
     subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(qdir)], check=True)
-    try:
-        for d in ('incoming', 'hold', 'active', 'deferred'):
-            (qdir / d).mkdir()
-        s = make_smtpd(queue_dir=str(qdir), main_cf='message_size_limit = 10000000\n')
+    for d in ('incoming', 'hold', 'active', 'deferred'):
+        (qdir / d).mkdir()
+    yield qdir
+    subprocess.run(['umount', '-l', str(qdir)], check=True)
+
+
+def test_queue_minfree(make_smtpd, small_queue):
+    def mail(s, args=''):
         c = s.connect()
         c.reply()
         c.cmd('EHLO client.example.org')
-        c.cmd('MAIL FROM:<a@example.org>')
-        c.cmd('RCPT TO:<b@example.test>')
-        c.cmd('DATA')
-        c.send(b'Subject: big\r\n\r\n' + (b'y' * 998 + b'\r\n') * 2100 + b'.\r\n')
-        assert c.reply() == ['452 4.3.1 Insufficient system storage']
-        assert os.listdir(qdir / 'incoming') == []
-        # A small message still goes through afterwards.
-        c.cmd('MAIL FROM:<a@example.org>')
-        c.cmd('RCPT TO:<b@example.test>')
-        c.cmd('DATA')
-        c.send(b'Subject: small\r\n\r\nok\r\n.\r\n')
-        assert queued_id(c.reply()[0])
+        r = c.cmd('MAIL FROM:<a@example.org>' + args)
         c.cmd('QUIT')
-        s.stop()
-    finally:
-        subprocess.run(['umount', str(qdir)], check=True)
+        return r
+    full = ['452 4.3.1 Insufficient system storage']
+    # Postfix: 1.5 times message_size_limit must be free (10 MB > 1 MiB).
+    s = make_smtpd(queue_dir=str(small_queue), main_cf='message_size_limit = 10000000\n')
+    assert mail(s) == full
+    s.wait_log('NOQUEUE: reject: MAIL from unknown[127.0.0.1]: 452 4.3.1 Insufficient system '
+               'storage; from=<> proto=ESMTP helo=<client.example.org>')
+    s.wait_log('warning: not enough free space in mail queue')
+    # With a small limit, queue_minfree decides.
+    s = make_smtpd(queue_dir=str(small_queue), main_cf='message_size_limit = 100000\n'
+                   'queue_minfree = 2000000\n')
+    assert mail(s) == full
+    s = make_smtpd(queue_dir=str(small_queue), main_cf='message_size_limit = 100000\n'
+                   'queue_minfree = 100000\n')
+    assert mail(s) == ['250 2.1.0 Ok']
+    # A declared SIZE must fit above queue_minfree.
+    s = make_smtpd(queue_dir=str(small_queue), main_cf='message_size_limit = 0\n'
+                   'queue_minfree = 524288\n')
+    assert mail(s, ' SIZE=20000') == ['250 2.1.0 Ok']
+    assert mail(s, ' SIZE=600000') == full
+    assert os.listdir(small_queue / 'incoming') == []
+
+
+def test_disk_full(make_smtpd, small_queue):
+    qdir = small_queue
+    # No size limit: MAIL passes, the queue file write runs out of space.
+    s = make_smtpd(queue_dir=str(qdir), main_cf='message_size_limit = 0\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    c.cmd('MAIL FROM:<a@example.org>')
+    c.cmd('RCPT TO:<b@example.test>')
+    c.cmd('DATA')
+    c.send(b'Subject: big\r\n\r\n' + (b'y' * 998 + b'\r\n') * 2100 + b'.\r\n')
+    assert c.reply() == ['452 4.3.1 Insufficient system storage']
+    assert os.listdir(qdir / 'incoming') == []
+    # A small message still goes through afterwards.
+    c.cmd('MAIL FROM:<a@example.org>')
+    c.cmd('RCPT TO:<b@example.test>')
+    c.cmd('DATA')
+    c.send(b'Subject: small\r\n\r\nok\r\n.\r\n')
+    assert queued_id(c.reply()[0])
+    c.cmd('QUIT')
+    s.stop()
 
 
 def strace_calls(path):

@@ -10,9 +10,11 @@
  * system too. Entry points: smtpd_queue_new(), smtpd_queue_commit(),
  * smtpd_commit_detach(). Nothing here talks SMTP. */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -20,6 +22,29 @@
 #include "smtpd.h"
 
 #define SYNC_THREADS 8
+
+bool smtpd_queue_space_ok(Smtpd *d, uint64_t size) {
+        uint64_t limit = d->settings.message_size_limit, minfree = d->settings.queue_minfree;
+        uint64_t avail, need = limit + limit / 2;
+        struct statvfs st;
+
+        if (fstatvfs(d->incoming_fd, &st) < 0)
+                return true;
+        avail = (uint64_t) st.f_bavail * st.f_frsize;
+        if (avail <= MAX(minfree, need)) {
+                log_warning("not enough free space in mail queue: %" PRIu64 " bytes < "
+                            "queue_minfree (%" PRIu64 ") or 1.5*message_size_limit (%" PRIu64 ")",
+                            avail, minfree, need);
+                return false;
+        }
+        if (size > 0 && size + size / 2 > avail - minfree) {
+                log_warning("not enough free space in mail queue for a message of %" PRIu64
+                            " bytes: %" PRIu64 " bytes free, queue_minfree %" PRIu64,
+                            size, avail, minfree);
+                return false;
+        }
+        return true;
+}
 
 struct SmtpdCommit {
         SmtpdCommit *next;

@@ -1071,6 +1071,13 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
                 reply(s, "552 5.3.4 Message size exceeds fixed limit");
                 return false;
         }
+        /* queue_minfree and the declared SIZE against the free space. */
+        if (!smtpd_queue_space_ok(s->smtpd, m.size)) {
+                smtp_mail_args_done(&m);
+                log_reject(s, "MAIL", "452 4.3.1 Insufficient system storage");
+                reply(s, "452 4.3.1 Insufficient system storage");
+                return false;
+        }
         {
                 _cleanup_free_ char *deny = NULL;
                 if (smtpd_check_rate(s->check, ANVIL_RATE_MESSAGE, &deny) == 0) {

@@ -236,6 +236,7 @@ static int settings_load(Config *c, const char *service, Diag *diags, SmtpdSetti
                 return -ENOMEM;
 
         s->message_size_limit = conf_get_size(c, P_MESSAGE_SIZE_LIMIT);
+        s->queue_minfree = conf_get_size(c, P_QUEUE_MINFREE);
         s->line_length_limit = (size_t) MAX(conf_get_int(c, P_LINE_LENGTH_LIMIT), 512);
         s->header_size_limit = (size_t) MAX(conf_get_size(c, P_HEADER_SIZE_LIMIT), 1024);
         s->recipient_limit = (unsigned) MAX(conf_get_int(c, P_SMTPD_RECIPIENT_LIMIT), 1);

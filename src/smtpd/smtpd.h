@@ -52,6 +52,7 @@ typedef struct SmtpdSettings {
         char *mail_name;
         char *queue_directory;
         uint64_t message_size_limit;    /* 0: none */
+        uint64_t queue_minfree;
         size_t line_length_limit;
         size_t header_size_limit;
         unsigned recipient_limit;
@@ -159,6 +160,13 @@ int smtpd_queue_commit(SmtpdQueue *q, QueueWriter *w, int target_dir_fd,
  * file is still committed. */
 void smtpd_commit_detach(SmtpdCommit *c);
 unsigned smtpd_queue_pending(SmtpdQueue *q);
+/* Whether the queue file system has room for a new message at MAIL
+ * (Postfix's smtpd_check_queue() and smtpd_check_size()): at least
+ * queue_minfree and 1.5 times message_size_limit free, and a declared
+ * SIZE (0: none) fitting, 1.5 times, above queue_minfree. Logs a warning
+ * when not. When statvfs fails the answer is yes: a failing write still
+ * answers 452. */
+bool smtpd_queue_space_ok(Smtpd *d, uint64_t size);
 
 /* Announces a queued message to the queue manager over sd-bus, without
  * waiting; failures are logged at debug: the queue scan finds the file. */
