@@ -78,3 +78,21 @@ def test_catalog_parses(destdir):
         assert msgid in ids, f'{msgid} from log-msgid.h has no catalog entry'
     for i in ids:
         assert i in out.replace('-', '') or i in out
+
+
+def test_every_man_page_installed(destdir):
+    """Every page of man/ and the generated postern.conf(5) land in their
+    section's directory, and the installed pages render without warnings."""
+    prefix, _ = prefix_of(destdir)
+    man_dir = os.path.join(os.path.dirname(__file__), '..', 'man')
+    pages = sorted(p for p in os.listdir(man_dir) if p[-2:-1] == '.' and p[-1] in '1234578')
+    assert len(pages) >= 20
+    installed = []
+    for page in pages + ['postern.conf.5']:
+        path = os.path.join(prefix, 'share/man/man' + page[-1], page)
+        assert os.path.isfile(path), path
+        installed.append(path)
+    for path in installed:
+        r = subprocess.run(['groff', '-ww', '-z', '-t', '-man', path], capture_output=True,
+                           text=True)
+        assert r.returncode == 0 and r.stderr == '', (path, r.stderr)
