@@ -618,6 +618,104 @@ def test_queue_manager_status_shows_the_queue_sizes(ct):
              what='0 deferred in the status')
 
 
+# An SMTP server on 127.0.0.2:2525 that offers STARTTLS, asks for a client
+# certificate and prints the common name it got (or None).
+CERT_PEER = r'''
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+ctx.verify_mode = ssl.CERT_OPTIONAL
+ctx.load_verify_locations(sys.argv[3])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.2", 2525))
+srv.listen(1)
+srv.settimeout(60)
+print("listening", flush=True)
+c, _ = srv.accept()
+c.settimeout(60)
+f = c.makefile("rb")
+peer = None
+def send(text):
+    c.sendall(text.encode() + b"\r\n")
+send("220 peer.example ESMTP")
+while True:
+    line = f.readline()
+    if not line:
+        break
+    cmd = line.decode().strip().upper()
+    if cmd.startswith("EHLO"):
+        send("250-peer.example")
+        send("250 8BITMIME" if peer is not None else "250 STARTTLS")
+    elif cmd == "STARTTLS":
+        send("220 2.0.0 go ahead")
+        c = ctx.wrap_socket(c, server_side=True)
+        f = c.makefile("rb")
+        cert = c.getpeercert()
+        peer = dict(x[0] for x in cert["subject"])["commonName"] if cert else ""
+    elif cmd == "DATA":
+        send("354 go ahead")
+        while f.readline() not in (b".\r\n", b""):
+            pass
+        send("250 2.0.0 queued")
+    elif cmd == "QUIT":
+        send("221 2.0.0 bye")
+        break
+    else:
+        send("250 2.0.0 ok")
+print("client-cert:", peer, flush=True)
+'''
+
+
+def test_client_key_as_a_credential(ct):
+    # A client certificate whose key only root can read: deliver-remote
+    # gets the key through LoadCredential=smtp_tls_key_file.
+    tls = os.path.join(ct.confdir, 'tls')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj',
+                    '/CN=client.example.test', '-keyout', os.path.join(tls, 'client.key'),
+                    '-out', os.path.join(tls, 'client.pem')], check=True, capture_output=True)
+    ct.run(['chown', 'root:root', '/etc/postern/tls/client.key'])
+    ct.run(['chmod', '0600', '/etc/postern/tls/client.key'])
+    with open(os.path.join(ct.confdir, 'transport'), 'w') as f:
+        f.write('peer.example smtp:[127.0.0.2]:2525\n')
+    ct.run(['/usr/local/sbin/postconf', '-e', 'transport_maps = texthash:/etc/postern/transport',
+            'smtp_tls_security_level = may',
+            'smtp_tls_cert_file = /etc/postern/tls/client.pem',
+            'smtp_tls_key_file = /etc/postern/tls/client.key'])
+    dropin = '/run/systemd/system/postern-deliver-remote.service.d'
+    ct.run(['mkdir', '-p', dropin])
+    ct.run(['sh', '-c', 'printf "[Service]\\nLoadCredential=smtp_tls_key_file:'
+                        '/etc/postern/tls/client.key\\n" > %s/50-key.conf' % dropin])
+    ct.systemctl('daemon-reload')
+    ct.systemctl('stop', 'postern-deliver-remote.service')
+    ct.systemctl('reload', 'postern.target')
+    peer = subprocess.Popen(ct.net_cmd(['python3', '-c', CERT_PEER, os.path.join(tls, 'cert.pem'),
+                                        os.path.join(tls, 'key.pem'),
+                                        os.path.join(tls, 'client.pem')]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout.readline() == 'listening\n'
+        out = smtp_script(ct, 25, ['EHLO client.example', 'MAIL FROM:<>',
+                                   'RCPT TO:<carol@peer.example>', 'DATA',
+                                   'DATA_BODY Subject: client-cert\\n\\nbody\\n.', 'QUIT'])
+        qid = queue_id_of(out)
+        out, err = peer.communicate(timeout=60)
+        assert 'client-cert: client.example.test' in out, out + err + ct.journal(
+            '-u', 'postern-deliver-remote.service')
+        wait_for(lambda: 'status=sent' in ct.journal('POSTERN_QUEUE_ID=' + qid),
+                 what='status=sent')
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+        ct.run(['rm', '-rf', dropin])
+        ct.run(['/usr/local/sbin/postconf', '-X', 'transport_maps', 'smtp_tls_security_level',
+                'smtp_tls_cert_file', 'smtp_tls_key_file'])
+        ct.systemctl('daemon-reload')
+        ct.systemctl('reload', 'postern.target', check=False)
+
+
 def test_killed_queue_manager_comes_back_and_loses_nothing(ct):
     send_mail(ct, 25, 'bob@mx.example.test', 'before-kill')
     wait_for(lambda: maildir_has(ct, 'before-kill'), what='delivery before the kill')

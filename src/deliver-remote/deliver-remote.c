@@ -40,6 +40,7 @@ static void client_settings_done(ClientSettings *c) {
         strv_free(c->tls_secure_match);
         free(c->tls_ciphers);
         free(c->tls_mandatory_ciphers);
+        free(c->tls_key_credential);
         if (c->ctx_opportunistic)
                 SSL_CTX_free(c->ctx_opportunistic);
         if (c->ctx_mandatory)
@@ -205,6 +206,20 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
                 .exclude_ciphers = conf_get_str(c, lmtp ? P_LMTP_TLS_EXCLUDE_CIPHERS
                                                         : P_SMTP_TLS_EXCLUDE_CIPHERS),
         };
+        /* The client's private key may come as a systemd credential
+         * (LoadCredential=smtp_tls_key_file:..., or the key file's base
+         * name), as smtpd's does, so that the service never reads the key
+         * directory itself. */
+        if (!isempty(cs->tls_opportunistic.cert_file)) {
+                const char *key = cs->tls_opportunistic.key_file;
+                r = tls_credential_path(lmtp ? "lmtp_tls_key_file" : "smtp_tls_key_file",
+                                        isempty(key) ? cs->tls_opportunistic.cert_file : key,
+                                        &cs->tls_key_credential);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        cs->tls_opportunistic.key_file = cs->tls_key_credential;
+        }
         cs->tls_mandatory = cs->tls_opportunistic;
         cs->tls_mandatory.protocols = mprotocols;
         cs->tls_mandatory.ciphers = cs->tls_mandatory_ciphers;

@@ -52,6 +52,7 @@ typedef struct ClientSettings {
         TlsClientConfig tls_opportunistic;
         TlsClientConfig tls_mandatory;
         char *tls_ciphers, *tls_mandatory_ciphers;
+        char *tls_key_credential;       /* LoadCredential= file replacing the key, or NULL */
         SSL_CTX *ctx_opportunistic;     /* built on first use */
         SSL_CTX *ctx_mandatory;
         bool ctx_failed;
