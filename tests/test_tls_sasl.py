@@ -370,6 +370,132 @@ def test_old_protocols_refused(env, protocols):
     assert '221 2.0.0 Bye' in r.stdout, r.stdout + r.stderr
 
 
+def make_chain(directory):
+    """A root CA, an intermediate CA it signed and a leaf (CN and DNS name
+    mail.example.com) the intermediate signed. Returns the paths (root,
+    intermediate, leaf, leaf key)."""
+    def ossl(*args):
+        subprocess.run(['openssl'] + list(args), check=True, capture_output=True, cwd=directory)
+    ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes']
+    with open(os.path.join(directory, 'ca.ext'), 'w') as f:
+        f.write('basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n')
+    with open(os.path.join(directory, 'leaf.ext'), 'w') as f:
+        f.write('subjectAltName=DNS:mail.example.com\n')
+    ossl('req', '-x509', *ec, '-days', '2', '-subj', '/CN=postern test root',
+         '-addext', 'basicConstraints=critical,CA:TRUE',
+         '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-keyout', 'root.key',
+         '-out', 'root.pem')
+    ossl('req', *ec, '-subj', '/CN=postern test intermediate', '-keyout', 'int.key',
+         '-out', 'int.csr')
+    ossl('x509', '-req', '-in', 'int.csr', '-CA', 'root.pem', '-CAkey', 'root.key',
+         '-CAcreateserial', '-days', '2', '-extfile', 'ca.ext', '-out', 'int.pem')
+    ossl('req', *ec, '-subj', '/CN=mail.example.com', '-keyout', 'leaf.key', '-out', 'leaf.csr')
+    ossl('x509', '-req', '-in', 'leaf.csr', '-CA', 'int.pem', '-CAkey', 'int.key',
+         '-CAcreateserial', '-days', '2', '-extfile', 'leaf.ext', '-out', 'leaf.pem')
+    return tuple(os.path.join(directory, n) for n in ('root.pem', 'int.pem', 'leaf.pem',
+                                                       'leaf.key'))
+
+
+def cat(out, *paths):
+    with open(out, 'w') as f:
+        for p in paths:
+            with open(p) as g:
+                f.write(g.read())
+    return out
+
+
+@pytest.mark.parametrize('how', ['cert_file', 'chain_files'])
+def test_certificate_chain_is_served(env, tmp_path, how):
+    d = tmp_path / 'chain'
+    d.mkdir()
+    root, inter, leaf, key = make_chain(str(d))
+    if how == 'cert_file':
+        # The certificate file holds the leaf, then the intermediate.
+        conf = 'smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n' % (
+            cat(str(d / 'fullchain.pem'), leaf, inter), key)
+    else:
+        # One file: the key, the leaf, the intermediate (Postfix 3.4+).
+        conf = ('smtpd_tls_cert_file =\nsmtpd_tls_key_file =\nsmtpd_tls_chain_files = %s\n'
+                % cat(str(d / 'all.pem'), key, leaf, inter))
+    s = env.make(service='smtps', wrapper=True,
+                 service_cf='smtpd_tls_wrappermode = yes\n' + conf)
+    r = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % s.port,
+                        '-showcerts', '-CAfile', root, '-verify_return_error',
+                        '-verify_hostname', 'mail.example.com'],
+                       input='', capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.stdout.count('-----BEGIN CERTIFICATE-----') == 2, out
+    assert 'i:CN = postern test intermediate' in out and 'i:CN = postern test root' in out
+    # Only the chain lets a client that trusts just the root verify.
+    assert 'Verify return code: 0 (ok)' in out, out
+
+
+def tls12_client():
+    return client_context(minimum_version=ssl.TLSVersion.TLSv1_2,
+                          maximum_version=ssl.TLSVersion.TLSv1_2)
+
+
+def starttls_version(port, ctx):
+    """The TLS version STARTTLS on port ends with, or None when the server
+    refuses the handshake."""
+    c = TlsClient(port)
+    try:
+        c.reply()
+        c.cmd('EHLO client.example.org')
+        try:
+            return c.starttls(ctx).version()
+        except ssl.SSLError:
+            return None
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize('setting, accepted', [
+    ('', True),                                         # the default: >=TLSv1
+    ('smtpd_tls_protocols = >=TLSv1.3\n', False),
+    ('smtpd_tls_protocols = !SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.2\n', False),
+    # Opportunistic TLS does not read the mandatory list.
+    ('smtpd_tls_mandatory_protocols = >=TLSv1.3\n', True),
+])
+def test_protocols_setting_decides_may(env, setting, accepted):
+    """The control for test_old_protocols_refused: the same TLS 1.2 client
+    gets in or not depending only on the protocol setting."""
+    s = env.make(main_cf='smtpd_tls_security_level = may\n' + setting)
+    assert starttls_version(s.port, tls12_client()) == ('TLSv1.2' if accepted else None)
+    if not accepted:
+        s.wait_log('SSL_accept error from unknown[127.0.0.1]: unsupported protocol')
+    # A TLS 1.3 client gets in either way.
+    assert starttls_version(s.port, client_context()) == 'TLSv1.3'
+
+
+@pytest.mark.parametrize('setting, accepted', [
+    ('', True),
+    ('smtpd_tls_mandatory_protocols = >=TLSv1.3\n', False),
+    # The encrypt level does not read the opportunistic list.
+    ('smtpd_tls_protocols = >=TLSv1.3\n', True),
+])
+def test_encrypt_level_uses_mandatory_protocols(env, setting, accepted):
+    s = env.make(main_cf='smtpd_tls_security_level = encrypt\n' + setting)
+    assert starttls_version(s.port, tls12_client()) == ('TLSv1.2' if accepted else None)
+
+
+@pytest.mark.parametrize('level', [0, 2])
+def test_tls_loglevel(env, level):
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_tls_loglevel = %d\n' % level)
+    c = TlsClient(s.port)
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    c.starttls()
+    assert c.cmd('QUIT') == ['221 2.0.0 Bye']
+    c.close()
+    s.wait_log('disconnect from unknown[127.0.0.1]')
+    log = s.log_text()
+    lines = ('setting up TLS connection from unknown[127.0.0.1]',
+             'Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher')
+    for line in lines:
+        assert (line in log) == (level == 2), log
+
+
 def test_tls12_only_server_refuses_tls13(env):
     # The other direction: <= bounds are applied too.
     s = env.make(service='smtps', wrapper=True,
