@@ -83,8 +83,9 @@ class NsSmtpd(Smtpd):
     (the anvil table)."""
 
     def __init__(self, net, main_cf='', service='smtpd', service_cf=None, port=25,
-                 runtime=None):
+                 runtime=None, journal=False):
         self.net = net
+        self.want_journal = journal
         self.tmp = tempfile.mkdtemp(prefix='postern-restrict-test.')
         self.confdir = os.path.join(self.tmp, 'conf')
         self.queue = os.path.join(self.tmp, 'queue')
@@ -106,11 +107,16 @@ class NsSmtpd(Smtpd):
 
     def start(self):
         self.log = open(self.log_path, 'w')
+        wrapper = []
+        if self.want_journal:
+            self.journal = Journal(os.path.join(self.tmp, 'journal'))
+            wrapper = self.journal.wrapper()
         self.proc = self.net.popen(
             self.net.server,
+            wrapper +
             ['systemd-socket-activate', '-l', '0.0.0.0:%d' % self.port,
              '--fdname=' + self.service,
-             '-E', 'POSTERN_LOG_TARGET=stderr',
+             '-E', 'POSTERN_LOG_TARGET=' + ('journal' if self.want_journal else 'stderr'),
              '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(self.tmp, 'qmgr'),
              '-E', 'POSTERN_RUNTIME_DIR=' + self.runtime,
              '-E', 'ASAN_OPTIONS', '-E', 'UBSAN_OPTIONS',
@@ -142,6 +148,51 @@ class NsSmtpd(Smtpd):
         c.sock = sock
         c.buf = b''
         return c
+
+
+class Journal:
+    """What a daemon sends to journald, caught on a datagram socket that
+    wrapper() mounts at /run/systemd/journal/socket in a private mount
+    namespace of the daemon; records() parses the native protocol."""
+
+    def __init__(self, directory):
+        os.makedirs(directory)
+        self.dir = directory
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(os.path.join(directory, 'socket'))
+        self.sock.setblocking(False)
+        self.got = []
+
+    def wrapper(self):
+        return ['unshare', '--mount', '--propagation', 'private', 'sh', '-ec',
+                'mount -t tmpfs tmpfs /run; mkdir -p /run/systemd/journal; '
+                'mount --bind "$0" /run/systemd/journal; exec "$@"', self.dir]
+
+    def records(self):
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError:
+                break
+            rec = {}
+            while data:
+                line, _, rest = data.partition(b'\n')
+                if b'=' in line:
+                    k, v = line.split(b'=', 1)
+                    data = rest
+                else:           # KEY\n, 64-bit little-endian size, value, \n
+                    size = int.from_bytes(rest[:8], 'little')
+                    k, v, data = line, rest[8:8 + size], rest[9 + size:]
+                rec[k.decode()] = v.decode('utf-8', 'replace')
+            self.got.append(rec)
+        return self.got
+
+    def wait(self, predicate, what):
+        return wait_for(lambda: next((r for r in self.records() if predicate(r)), None),
+                        timeout=10, what=what)
+
+    def close(self):
+        self.sock.close()
 
 
 @pytest.fixture
@@ -952,3 +1003,266 @@ def test_mynetworks_host_name_matches_verified_name(make):
     assert converse(srv, 'user@remote.example') == '250 2.1.5 Ok'
     assert converse(srv, 'user@remote.example', source=UNLISTED) == (
         '554 5.7.1 <user@remote.example>: Relay access denied')
+
+
+# ---- more restrictions firing and not firing ----
+
+def test_permit_ends_list(make):
+    """permit ends its list: "permit, reject" lets the sender through, a
+    lone "reject" refuses it."""
+    srv = make(RELAY_CF + 'smtpd_sender_restrictions = permit, reject\n')
+    assert converse(srv) == '250 2.1.5 Ok'
+    srv.cleanup()       # one instance on port 25 at a time
+    srv = make(RELAY_CF + 'smtpd_sender_restrictions = reject\n')
+    assert converse(srv) == '554 5.7.1 <a@good.example>: Sender address rejected: Access denied'
+
+
+def test_default_relay_restrictions_pass_local_recipient(make):
+    """The default defer_unauth_destination does not fire for a local
+    recipient from outside mynetworks."""
+    srv = make()
+    assert converse(srv, 'alice@example.test') == '250 2.1.5 Ok'
+
+
+def test_rbl_filter_that_does_not_match(make):
+    """192.0.2.10 is listed with 127.0.0.2: a =127.0.0.3 filter does not
+    match it."""
+    srv = make(RELAY_CF + 'smtpd_client_restrictions = reject_rbl_client rbl.test=127.0.0.3\n')
+    assert converse(srv) == '250 2.1.5 Ok'
+
+
+def test_proxy_interfaces_address_is_local(make):
+    rcpt = 'alice@[198.51.100.5]'
+    srv = make(RELAY_CF)
+    assert converse(srv, rcpt) == '554 5.7.1 <%s>: Relay access denied' % rcpt
+    srv.cleanup()
+    srv = make(RELAY_CF + 'proxy_interfaces = 198.51.100.5\n')
+    assert converse(srv, rcpt) == '250 2.1.5 Ok'
+    assert converse(srv, 'nobody@[198.51.100.5]') == (
+        '550 5.1.1 <nobody@[198.51.100.5]>: Recipient address rejected: User unknown in local '
+        'recipient table')
+
+
+def test_virtual_alias_domains_default(make):
+    """virtual_alias_domains = $virtual_alias_maps (its default): a domain
+    that is a key of the table (Postfix's "example.com anything" line) is a
+    virtual alias domain."""
+    srv = make(RELAY_CF + 'virtual_alias_domains = $virtual_alias_maps\n'
+               'virtual_alias_maps = inline:{ {va2.example = domain}, '
+               '{info@va2.example = alice} }\n')
+    assert converse(srv, 'info@va2.example') == '250 2.1.5 Ok'
+    assert converse(srv, 'x@va2.example') == (
+        '550 5.1.1 <x@va2.example>: Recipient address rejected: User unknown in virtual alias '
+        'table')
+    assert converse(srv, 'x@va3.example') == '554 5.7.1 <x@va3.example>: Relay access denied'
+
+
+def test_virtual_alias_domains_unset_default(tmp_path):
+    """Without virtual_alias_domains in main.cf its default applies."""
+    conf = write_conf(tmp_path, EXPLAIN_CF + 'virtual_alias_maps = inline:{ {va2.example = x}, '
+                      '{info@va2.example = alice} }\n')
+    r = posternctl('policy', 'explain', '-c', conf, '--client', '192.0.2.10', '--to',
+                   'info@va2.example', '--no-dns')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == 'verdict: accept', r.stdout
+
+
+@pytest.mark.parametrize('sender_domain,rcpt_domain', [('gone.example', None),
+                                                       (None, 'gone.example')])
+def test_dns_down_defers_despite_550_code(make, sender_domain, rcpt_domain):
+    """unknown_address_reject_code = 550 is for domains that surely do not
+    exist; a DNS that cannot answer still defers with 450."""
+    srv = make(RELAY_CF + 'unknown_address_reject_code = 550\n'
+               'smtpd_sender_restrictions = reject_unknown_sender_domain\n'
+               + R + ' = reject_unknown_recipient_domain\n'
+               'dns_resolver_servers = 127.0.0.1:1\n')
+    if sender_domain:
+        assert converse(srv, sender='a@' + sender_domain) == (
+            '450 4.1.8 <a@gone.example>: Sender address rejected: Domain not found')
+    else:
+        assert converse(srv, rcpt='x@' + rcpt_domain, sender='', source='127.0.0.1') == (
+            '450 4.1.2 <x@gone.example>: Recipient address rejected: Domain not found')
+
+
+class InetPolicyServer(PolicyServer):
+    """The policy server on 127.0.0.1 inside the server namespace."""
+
+    def __init__(self, net):
+        self.requests = []
+
+        def listen():
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(('127.0.0.1', 0))
+            s.listen(16)
+            return s
+        self.sock = dns_helpers.in_netns(net.server, listen)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+
+@pytest.mark.parametrize('host', ['127.0.0.1', 'localhost'])
+def test_check_policy_service_inet(make, net, host):
+    server = InetPolicyServer(net)
+    try:
+        srv = make(RELAY_CF + R + ' = check_policy_service inet:%s:%d\n' % (host, server.port))
+        assert converse(srv, sender='blocked@good.example') == (
+            '554 5.7.1 <alice@example.test>: Recipient address rejected: policy says no')
+        assert converse(srv, sender='fine@good.example') == '250 2.1.5 Ok'
+        assert [r['sender'] for r in server.requests] == ['blocked@good.example',
+                                                         'fine@good.example']
+    finally:
+        server.close()
+
+
+# mynetworks syntax, through posternctl policy explain (the same engine).
+@pytest.mark.parametrize('mynetworks,client,match', [
+    ('[2001:db8::]/32', '2001:db8::5', '[2001:db8::]/32'),
+    ('[2001:db8::]/32', '2001:db9::5', None),
+    ('[::1]', '::1', '[::1]'),
+    ('[::1]', '::2', None),
+    ('192.0.2.10', '192.0.2.10', '192.0.2.10'),
+    ('192.0.2.10', '192.0.2.11', None),
+    ('cidr:{FILE}', '198.51.100.7', 'cidr:{FILE}'),
+    ('cidr:{FILE}', '198.51.100.200', None),
+    ('inline:{{192.0.2.11=ok}}', '192.0.2.11', 'inline:{{192.0.2.11=ok}}'),
+    ('inline:{{192.0.2.11=ok}}', '192.0.2.12', None),
+    ('{LIST}', '203.0.113.9', '203.0.113.0/24'),
+    ('{LIST}', '203.0.114.9', None),
+    ('!192.0.2.10 192.0.2.0/24', '192.0.2.11', '192.0.2.0/24'),
+    ('!192.0.2.10 192.0.2.0/24', '192.0.2.10', None),
+])
+def test_mynetworks_syntax(tmp_path, mynetworks, client, match):
+    cidr = tmp_path / 'nets.cidr'
+    cidr.write_text('198.51.100.0/25 OK\n')
+    lst = tmp_path / 'nets.list'
+    lst.write_text('# trusted\n203.0.113.0/24\n')
+    value = mynetworks.format(FILE=cidr, LIST=lst)
+    conf = write_conf(tmp_path, EXPLAIN_CF.replace('mynetworks = 127.0.0.0/8',
+                                                   'mynetworks = ' + value))
+    r = posternctl('policy', 'explain', '-c', conf, '--client', client, '--to',
+                   'x@remote.example', '--no-dns')
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    if match:
+        assert first == ('smtpd_relay_restrictions: permit_mynetworks: permit (%s in '
+                         'mynetworks: %s)' % (client, match.format(FILE=cidr))), r.stdout
+    else:
+        assert first == ('smtpd_relay_restrictions: permit_mynetworks: no match (%s not in '
+                         'mynetworks)' % client), r.stdout
+
+
+@pytest.mark.parametrize('style,matches', [('host', False), ('subnet', True)])
+def test_mynetworks_style_when_unset(tmp_path, style, matches):
+    """Without mynetworks, mynetworks_style decides: host trusts only this
+    machine's own addresses (127.0.0.1), subnet its networks (127.0.0.0/8)."""
+    conf = write_conf(tmp_path, EXPLAIN_CF.replace('mynetworks = 127.0.0.0/8\n', '') +
+                      'mynetworks_style = %s\n' % style)
+    r = posternctl('policy', 'explain', '-c', conf, '--client', '127.0.0.2', '--to',
+                   'x@remote.example', '--no-dns')
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith('smtpd_relay_restrictions: permit_mynetworks: %s' %
+                            ('permit' if matches else 'no match')), r.stdout
+    r = posternctl('policy', 'explain', '-c', conf, '--client', '127.0.0.1', '--to',
+                   'x@remote.example', '--no-dns')
+    assert r.stdout.splitlines()[0].startswith(
+        'smtpd_relay_restrictions: permit_mynetworks: permit'), r.stdout
+
+
+def test_policy_explain_service_override(tmp_path):
+    conf = write_conf(tmp_path, EXPLAIN_CF, {
+        'submission': 'smtpd_relay_restrictions = permit_sasl_authenticated, reject\n'})
+    args = ['policy', 'explain', '-c', conf, '--client', '127.0.0.1', '--to', 'x@remote.example',
+            '--no-dns']
+    r = posternctl(*args)
+    assert r.stdout.splitlines()[-1] == 'verdict: accept', r.stdout
+    r = posternctl(*args, '--service', 'submission')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        'smtpd_relay_restrictions: permit_sasl_authenticated: no match',
+        'smtpd_relay_restrictions: reject: reject: 554 5.7.1 <x@remote.example>: Recipient '
+        'address rejected: Access denied',
+        'verdict: reject (554 5.7.1 <x@remote.example>: Recipient address rejected: Access '
+        'denied)']
+
+
+# ---- more limits ----
+
+def test_auth_rate_limit_logged(make):
+    if not dovecot_helpers.available():
+        pytest.skip('no dovecot')
+    tmp = tempfile.mkdtemp(prefix='postern-restrict-auth.')
+    sock = os.path.join(tmp, 'auth')
+    dov = dovecot_helpers.Dovecot(sock, {'alice': 'secret'}).start()
+    try:
+        srv = make(RELAY_CF + 'smtpd_sasl_auth_enable = yes\nsmtpd_sasl_path = %s\n'
+                   'smtpd_client_auth_rate_limit = 1\n' % sock)
+        c = srv.client()
+        c.reply()
+        c.cmd('EHLO client.example.net')
+        assert c.cmd('AUTH PLAIN AGFsaWNlAHdyb25n')[0].startswith('535')
+        assert c.cmd('AUTH PLAIN AGFsaWNlAHdyb25n') == [
+            '450 4.7.1 Error: too many AUTH commands from 192.0.2.10']
+        c.close()
+        srv.wait_log('AUTH command rate limit exceeded: 2 from unknown[192.0.2.10] for service '
+                     'smtpd (smtpd_client_auth_rate_limit)')
+    finally:
+        dov.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mail_attempts(srv, n, source=LISTED):
+    c = srv.client(source)
+    try:
+        c.reply()
+        c.cmd('EHLO client.example.net')
+        out = []
+        for _ in range(n):
+            out.append(c.cmd('MAIL FROM:<a@good.example>')[0])
+            c.cmd('RSET')
+        return out
+    finally:
+        c.close()
+
+
+def test_explicit_limit_exceptions(make):
+    """smtpd_client_event_limit_exceptions = 192.0.2.10/32 exempts
+    192.0.2.10, not 192.0.2.11 (nor is mynetworks exempt any more)."""
+    srv = make(RELAY_CF + 'smtpd_client_message_rate_limit = 1\n'
+               'smtpd_client_event_limit_exceptions = 192.0.2.10/32\n')
+    assert mail_attempts(srv, 3) == ['250 2.1.0 Ok'] * 3
+    assert mail_attempts(srv, 2, UNLISTED) == [
+        '250 2.1.0 Ok', '450 4.7.1 Error: too much mail from 192.0.2.11']
+    assert mail_attempts(srv, 2, '127.0.0.1') == [
+        '250 2.1.0 Ok', '450 4.7.1 Error: too much mail from 127.0.0.1']
+
+
+def test_message_rate_shared_by_services(make, tmp_path):
+    """smtpd and submission count the same client in one table."""
+    run = str(tmp_path / 'run')
+    cf = RELAY_CF + 'smtpd_client_message_rate_limit = 2\n'
+    a = make(cf, runtime=run)
+    b = make(cf, service='submission', port=587, runtime=run)
+    assert mail_attempts(a, 1) == ['250 2.1.0 Ok']
+    assert mail_attempts(b, 2) == ['250 2.1.0 Ok', '450 4.7.1 Error: too much mail from 192.0.2.10']
+    assert mail_attempts(a, 1) == ['450 4.7.1 Error: too much mail from 192.0.2.10']
+
+
+def test_message_rate_across_workers(make):
+    """With two worker processes, connections land on either; the limit
+    counts them all."""
+    srv = make(RELAY_CF + 'smtpd_worker_processes = 2\nsmtpd_client_message_rate_limit = 3\n')
+    replies = [mail_attempts(srv, 1)[0] for _ in range(6)]
+    assert replies == ['250 2.1.0 Ok'] * 3 + ['450 4.7.1 Error: too much mail from 192.0.2.10'] * 3
+
+
+def test_limit_journal_fields(make):
+    srv = make(RELAY_CF + 'smtpd_client_message_rate_limit = 1\n', journal=True)
+    assert mail_attempts(srv, 2) == ['250 2.1.0 Ok',
+                                     '450 4.7.1 Error: too much mail from 192.0.2.10']
+    rec = srv.journal.wait(lambda r: 'rate limit exceeded' in r.get('MESSAGE', ''),
+                           'the limit record')
+    assert rec['POSTERN_CLIENT'] == 'unknown[192.0.2.10]'
+    assert rec['POSTERN_LIMIT'] == 'smtpd_client_message_rate_limit'
+    assert rec['PRIORITY'] == '4'

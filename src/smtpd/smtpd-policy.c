@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -139,6 +140,71 @@ static int on_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Host names of inet: endpoints ("inet:localhost:10023", as Postfix
+ * allows) are resolved with getaddrinfo(), which blocks: the answer is kept
+ * for NAME_TTL_SEC so that only the first query in a while waits (names of
+ * policy servers are normally in /etc/hosts). Process-wide, one entry per
+ * endpoint; few endpoints exist. */
+#define NAME_TTL_SEC 300
+#define NAME_CACHE_MAX 8
+
+static struct {
+        char *host, *port;
+        struct sockaddr_storage sa;
+        socklen_t len;
+        int family;
+        time_t when;
+} name_cache[NAME_CACHE_MAX];
+
+static int resolve_inet(const char *host, const char *port, struct sockaddr_storage *ret_sa,
+                        socklen_t *ret_len, int *ret_family) {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+        struct addrinfo *ai = NULL;
+        time_t now = time(NULL);
+        size_t slot = 0;
+
+        if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
+                for (size_t i = 0; i < NAME_CACHE_MAX; i++) {
+                        if (name_cache[i].host && streq(name_cache[i].host, host) &&
+                            streq(name_cache[i].port, port) &&
+                            now - name_cache[i].when < NAME_TTL_SEC) {
+                                *ret_sa = name_cache[i].sa;
+                                *ret_len = name_cache[i].len;
+                                *ret_family = name_cache[i].family;
+                                return 0;
+                        }
+                        if (name_cache[i].when < name_cache[slot].when)
+                                slot = i;
+                }
+                hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+                ai = NULL;
+                if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+                        return -EINVAL;
+                free(name_cache[slot].host);
+                free(name_cache[slot].port);
+                name_cache[slot].host = strdup(host);
+                name_cache[slot].port = strdup(port);
+                if (name_cache[slot].host && name_cache[slot].port &&
+                    ai->ai_addrlen <= sizeof(name_cache[slot].sa)) {
+                        memcpy(&name_cache[slot].sa, ai->ai_addr, ai->ai_addrlen);
+                        name_cache[slot].len = ai->ai_addrlen;
+                        name_cache[slot].family = ai->ai_family;
+                        name_cache[slot].when = now;
+                } else
+                        name_cache[slot].when = 0;
+        }
+        if (ai->ai_addrlen > sizeof(*ret_sa)) {
+                freeaddrinfo(ai);
+                return -EINVAL;
+        }
+        memcpy(ret_sa, ai->ai_addr, ai->ai_addrlen);
+        *ret_len = ai->ai_addrlen;
+        *ret_family = ai->ai_family;
+        freeaddrinfo(ai);
+        return 0;
+}
+
 /* Opens a non-blocking socket and starts connecting to endpoint. */
 static int endpoint_connect(const char *endpoint, int *ret_fd) {
         const char *path = startswith(endpoint, "unix:");
@@ -159,26 +225,22 @@ static int endpoint_connect(const char *endpoint, int *ret_fd) {
         } else if (inet) {
                 _cleanup_free_ char *host = NULL;
                 const char *colon = strrchr(inet, ':');
-                struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                         .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-                struct addrinfo *ai = NULL;
+                struct sockaddr_storage sa;
+                socklen_t len;
+                int family;
                 if (!colon || colon == inet || !colon[1])
                         return -EINVAL;
                 host = inet[0] == '[' && colon[-1] == ']' ? strndup(inet + 1, (size_t) (colon - inet - 2))
                                                            : strndup(inet, (size_t) (colon - inet));
                 if (!host)
                         return -ENOMEM;
-                /* Numeric addresses only: a name would need a blocking lookup. */
-                if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
-                        return -EINVAL;
-                fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-                if (fd < 0) {
-                        r = -errno;
-                        freeaddrinfo(ai);
+                r = resolve_inet(host, colon + 1, &sa, &len, &family);
+                if (r < 0)
                         return r;
-                }
-                r = connect(fd, ai->ai_addr, ai->ai_addrlen);
-                freeaddrinfo(ai);
+                fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0)
+                        return -errno;
+                r = connect(fd, (struct sockaddr *) &sa, len);
         } else
                 return -EINVAL;
         if (r < 0 && errno != EINPROGRESS && errno != EAGAIN) {
