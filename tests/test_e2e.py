@@ -532,3 +532,99 @@ def test_one_report_for_failures_at_two_servers(make, net, peers, local_user):
     assert 'host %s[%s] said: 550' % (a, a) in ' '.join(text.split())
     assert 'host %s[%s] said: 554' % (b, b) in ' '.join(text.split())
     assert returned is not None
+
+
+def test_expiry_report_with_bounce_service(make, net, peers, local_user):
+    """A peer that always answers 4xx: after maximal_queue_lifetime the
+    sender gets a failure report as Postfix writes it for expired mail
+    (Action: failed with the last 4.x.x status, no Will-Retry-Until)."""
+    addr = PEER_ADDRS[3]
+    inst = make('myhostname = mx.example.com\nhome_mailbox = Maildir/\n'
+                'maximal_queue_lifetime = 3s\nbounce_queue_lifetime = 3s\n'
+                'minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n'
+                'transport_maps = inline:{ example.net = smtp:[%s] }\n' % addr,
+                name='a', net=net, ns=net.client, smtpd_addr=CLIENT_ADDR).start()
+    peers.start(addr, replies={'RCPT': '451 4.2.1 <late@example.net>: mailbox busy, '
+                                       'try again later'})
+    sender = '%s@mx.example.com' % local_user.pw_name
+    qid = inst.send(sender, ['late@example.net'])
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), timeout=30, what='the expiry report')
+    inst.wait_log('qmgr', r'%s: removed' % qid)
+    log = inst.log_text('qmgr')
+    assert re.search(r'%s: to=<late@example.net>, relay=%s\[%s\]:25, .*dsn=4.2.1, '
+                     r'status=deferred' % (qid, re.escape(addr), re.escape(addr)), log), log
+    assert re.search(r'%s: to=<late@example.net>, relay=none, .*dsn=4.2.1, status=bounced '
+                     r'\(message expired after \d+ seconds in the queue: host %s\[%s\] said: '
+                     r'451 4.2.1' % (qid, re.escape(addr), re.escape(addr)), log), log
+    msg = read_message(files[0])
+    assert msg['Return-Path'] == '<>'
+    assert msg['Subject'] == 'Undelivered Mail Returned to Sender'
+    text, groups, returned = report_parts(msg)
+    assert groups[0]['Reporting-MTA'] == 'dns; mx.example.com'
+    assert groups[0]['Arrival-Date']
+    assert len(groups) == 2
+    g = groups[1]
+    assert g['Final-Recipient'] == 'rfc822; late@example.net'
+    assert g['Action'] == 'failed'
+    assert g['Status'] == '4.2.1'
+    assert 'message expired after' in g['Diagnostic-Code']
+    assert '451 4.2.1' in g['Diagnostic-Code']
+    assert g['Last-Attempt-Date']
+    assert g['Will-Retry-Until'] is None
+    assert 'late@example.net' in text and 'message expired' in ' '.join(text.split())
+    assert returned is not None
+    rid = inst.wait_log('bounce', r'%s: sender non-delivery notification: (%s)'
+                        % (qid, QUEUE_ID_RE)).group(1)
+    inst.wait_log('qmgr', r'%s: removed' % rid)
+    assert inst.queue_empty()
+
+
+def test_bounce_of_a_bounce(make, local_user):
+    """A report that cannot be delivered either: with 2bounce in
+    notify_classes it goes to 2bounce_notice_recipient as a double
+    bounce; without, it is dropped with a log line, as in Postfix; never a
+    bounce for a bounce."""
+    routes = ('transport_maps = inline:{ fail.example = error:5.1.1 mailbox unavailable, '
+              'gone.example = error:5.1.2 domain gone }\n')
+    inst = make('home_mailbox = Maildir/\nnotify_classes = 2bounce, resource, software\n'
+                '2bounce_notice_recipient = %s@mx.example.com\n' % local_user.pw_name +
+                routes).start()
+    qid = inst.send('someone@gone.example', ['user@fail.example'])
+    maildir = os.path.join(local_user.pw_dir, 'Maildir')
+    files = wait_for(lambda: maildir_messages(maildir), what='the double bounce')
+    rid = inst.wait_log('bounce', r'%s: sender non-delivery notification: (%s)'
+                        % (qid, QUEUE_ID_RE)).group(1)
+    inst.wait_log('qmgr', r'%s: to=<someone@gone.example>, relay=none, .*dsn=5.1.2, '
+                  r'status=bounced \(domain gone\)' % rid)
+    did = inst.wait_log('bounce', r'%s: postmaster non-delivery notification: (%s)'
+                        % (rid, QUEUE_ID_RE)).group(1)
+    inst.wait_log('qmgr', r'%s: removed' % did)
+    for i in (qid, rid):
+        inst.wait_log('qmgr', r'%s: removed' % i)
+    msg = read_message(files[0])
+    assert msg['To'] == '%s@mx.example.com' % local_user.pw_name, msg['To']
+    assert msg['Return-Path'] == '<double-bounce@example.com>'
+    assert msg['Subject'] == 'Postmaster Copy: Undelivered Mail'
+    text, groups, returned = report_parts(msg)
+    assert groups[1]['Final-Recipient'] == 'rfc822; someone@gone.example'
+    assert groups[1]['Action'] == 'failed' and groups[1]['Status'] == '5.1.2'
+    # The failed report itself comes back whole.
+    assert returned.get_content_type() == 'message/rfc822'
+    inner = returned.get_payload()[0]
+    assert inner['Subject'] == 'Undelivered Mail Returned to Sender'
+    assert inner.get_content_type() == 'multipart/report'
+    assert len(maildir_messages(maildir)) == 1
+    assert inst.queue_empty()
+
+    # Default notify_classes: the failed report is dropped and logged.
+    inst2 = make('home_mailbox = Maildir/\n2bounce_notice_recipient = %s@mx.example.com\n'
+                 % local_user.pw_name + routes, name='b').start()
+    qid = inst2.send('someone@gone.example', ['user@fail.example'])
+    rid = inst2.wait_log('bounce', r'%s: sender non-delivery notification: (%s)'
+                         % (qid, QUEUE_ID_RE)).group(1)
+    inst2.wait_log('bounce', r'%s: undeliverable bounce discarded' % rid)
+    inst2.wait_log('qmgr', r'%s: removed' % rid)
+    assert 'postmaster non-delivery notification' not in inst2.log_text('bounce')
+    assert len(maildir_messages(maildir)) == 1
+    assert inst2.queue_empty()

@@ -218,7 +218,7 @@ def test_expired_mail_bounces(make_queue):
     q.start_qmgr()
     q.wait_log('%s: to=<x@never.test>' % qid)
     line = q.wait_log('status=bounced', timeout=20) and q.log_lines('status=bounced')[0]
-    assert re.search(r'%s: to=<x@never.test>, relay=none, .*dsn=5.4.1, status=bounced '
+    assert re.search(r'%s: to=<x@never.test>, relay=none, .*dsn=4.4.1, status=bounced '
                      r'\(message expired after \d+ seconds in the queue: host not responding\)'
                      % qid, line), line
     q.wait_log('%s: removed' % qid)

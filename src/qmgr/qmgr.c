@@ -229,6 +229,7 @@ static QmgrMessage *message_free(QmgrMessage *m) {
         }
         free(m->rcpts);
         queue_envelope_done(&m->env);
+        (void) qmgr_message_sync_now(m);        /* written to since the last sync pass */
         if (m->fd >= 0)
                 close(m->fd);           /* releases the flock */
         free(m);
