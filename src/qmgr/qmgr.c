@@ -229,7 +229,6 @@ static QmgrMessage *message_free(QmgrMessage *m) {
         }
         free(m->rcpts);
         queue_envelope_done(&m->env);
-        (void) qmgr_message_sync_now(m);        /* written to since the last sync pass */
         if (m->fd >= 0)
                 close(m->fd);           /* releases the flock */
         free(m);
@@ -553,8 +552,9 @@ void qmgr_message_done(QmgrMessage *m) {
                         _cleanup_free_ char *text = NULL;
                         if (m->rcpts[i].notice_failed)
                                 continue;
+                        /* The last temporary status stays, as in Postfix's
+                         * reports (Action: failed, Status: 4.4.1). */
                         snprintf(dsn, sizeof(dsn), "%s", m->rcpts[i].dsn ? m->rcpts[i].dsn : "4.4.7");
-                        dsn[0] = '5';
                         text = strdup_printf("message expired after %llu seconds in the queue: %s",
                                              (unsigned long long) (age / 1000000u),
                                              m->rcpts[i].reason ? m->rcpts[i].reason
