@@ -17,6 +17,7 @@ import pytest
 
 import dovecot_helpers
 from dovecot_helpers import Dovecot
+from common import program
 from smtpd_helpers import SMTPD, QUEUE_DIRS, RawClient, Smtpd, wait_for
 
 pytestmark = [
@@ -561,6 +562,56 @@ def test_missing_certificate_is_a_startup_error(env):
     assert r.returncode != 0
     assert 'TLS setup failed: cannot read certificate /nonexistent/cert.pem: ' \
            'No such file or directory' in r.stderr, r.stderr
+
+
+POSTERNCTL = program('src/tools/posternctl/posternctl')
+
+
+def posternctl_check(confdir, main_cf, env=None):
+    with open(os.path.join(confdir, 'main.cf'), 'w') as f:
+        # No dependence on the host's /etc/aliases.db.
+        f.write(main_cf + 'alias_maps =\nlocal_recipient_maps =\n')
+    e = {k: v for k, v in os.environ.items() if k != 'CREDENTIALS_DIRECTORY'}
+    e.update(env or {})
+    return subprocess.run([POSTERNCTL, 'check', '-c', confdir], capture_output=True,
+                          text=True, env=e, timeout=60)
+
+
+def test_posternctl_check_tls_files(env, tmp_path):
+    conf = tmp_path / 'conf'
+    (conf / 'services.d').mkdir(parents=True)
+    main = str(conf / 'main.cf')
+    r = posternctl_check(str(conf), 'smtpd_tls_security_level = may\n'
+                         'smtpd_tls_cert_file = /nonexistent/cert.pem\n'
+                         'smtpd_tls_key_file = %s\n' % env.key)
+    assert r.returncode == 1
+    assert ('posternctl: %s:2: error: smtpd_tls_cert_file: cannot read /nonexistent/cert.pem: '
+            'No such file or directory' % main) in r.stderr.splitlines(), r.stderr
+
+    # The key only as a systemd credential (LoadCredential=), as the unit
+    # runs the check: accepted, by parameter name or by the file's base name.
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    key_conf = ('smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\n'
+                'smtpd_tls_key_file = /nonexistent/private/mail.key\n' % env.cert)
+    r = posternctl_check(str(conf), key_conf)
+    assert r.returncode == 1
+    assert ('posternctl: %s:3: error: smtpd_tls_key_file: cannot read '
+            '/nonexistent/private/mail.key: No such file or directory' % main) in \
+        r.stderr.splitlines(), r.stderr
+    for name in ('smtpd_tls_key_file', 'mail.key'):
+        shutil.copy(env.key, creds / name)
+        r = posternctl_check(str(conf), key_conf, {'CREDENTIALS_DIRECTORY': str(creds)})
+        assert r.returncode == 0 and 'smtpd_tls' not in r.stderr, r.stderr
+        os.unlink(creds / name)
+    # A credential with the wrong key is found and refused.
+    _, other_key = make_cert(str(tmp_path), 'other')
+    shutil.copy(other_key, creds / 'smtpd_tls_key_file')
+    r = posternctl_check(str(conf), key_conf, {'CREDENTIALS_DIRECTORY': str(creds)})
+    assert r.returncode == 1
+    assert ('%s:3: error: smtpd_tls_key_file: cannot load the private key from %s: ' %
+            (main, creds / 'smtpd_tls_key_file')) in r.stderr, r.stderr
+    assert 'key values mismatch' in r.stderr
 
 
 def peer_cn(sock):

@@ -27,6 +27,7 @@
 #include "posternctl-check-units.h"
 #include "posternctl.h"
 #include "strutil.h"
+#include "tls.h"
 
 typedef struct Check {
         Diag diags;
@@ -174,9 +175,13 @@ static bool check_readable(Check *k, const char *file, unsigned line, const char
         return true;
 }
 
-/* Loads a certificate chain and its key the way the daemons will. */
+/* Loads a certificate chain and its key the way the daemons will: a key
+ * file parameter may be replaced by a systemd credential of the same name
+ * or of the file's base name in $CREDENTIALS_DIRECTORY (LoadCredential=),
+ * which is what a check run by the unit (ExecReload=) sees. */
 static void check_cert_key(Check *k, Config *c, bool server, const char *cert_param,
                            const char *cert, const char *key_param, const char *key) {
+        _cleanup_free_ char *credential = NULL;
         SSL_CTX *ctx;
         const char *file;
         unsigned line;
@@ -187,6 +192,9 @@ static void check_cert_key(Check *k, Config *c, bool server, const char *cert_pa
         k->n_certs++;
         if (!check_readable(k, file, line, cert_param, cert))
                 return;
+        if (endswith(key_param, "_tls_key_file") &&
+            tls_credential_path(key_param, key, &credential) > 0)
+                key = credential;
         if (!streq(key, cert)) {
                 const char *kfile;
                 unsigned kline;
