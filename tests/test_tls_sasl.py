@@ -18,7 +18,7 @@ import pytest
 import dovecot_helpers
 from dovecot_helpers import Dovecot
 from common import program
-from smtpd_helpers import SMTPD, QUEUE_DIRS, RawClient, Smtpd, wait_for
+from smtpd_helpers import SMTPD, QUEUE_DIRS, RawClient, Smtpd, shipped, wait_for
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(SMTPD), reason='postern-smtpd not built'),
@@ -175,6 +175,39 @@ def test_submission_requires_starttls_then_auth(env):
     assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
     assert c.cmd('RCPT TO:<someone@remote.example>') == ['250 2.1.5 Ok']
     c.cmd('QUIT')
+
+
+@needs_dovecot
+def test_shipped_submission_requires_auth(env):
+    """The services.d/submission.cf that postern installs: TLS first, then
+    nothing is accepted without AUTH; after AUTH mail goes out, and the
+    headers the client left out are added (permit_sasl_authenticated)."""
+    s = env.make(service='submission', service_cf=shipped('services.d/submission.cf'))
+    c = TlsClient(s.port)
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    assert c.cmd('MAIL FROM:<alice@example.test>') == [
+        '530 5.7.0 Must issue a STARTTLS command first']
+    c.starttls()
+    assert 'AUTH PLAIN LOGIN' in ehlo_keywords(c.cmd('EHLO client.example.org'))
+    c.cmd('MAIL FROM:<alice@example.test>')
+    for rcpt in ('someone@remote.example', 'user@example.test'):
+        r = c.cmd('RCPT TO:<%s>' % rcpt)
+        assert r == ['554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied'], r
+    assert c.cmd('DATA') == ['554 5.5.1 Error: no valid recipients']
+    c.cmd('RSET')
+    assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
+    assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<someone@remote.example>') == ['250 2.1.5 Ok']
+    assert c.cmd('DATA')[0].startswith('354 ')
+    c.send('Subject: from a phone\r\n\r\nHi.\r\n.\r\n')
+    qid = c.reply()[0].split()[-1]
+    c.cmd('QUIT')
+    _, content, envelope = s.read_queue_file(qid)
+    head = content.split(b'\n\n', 1)[0].decode()
+    assert envelope['sasl_username'] == 'alice'
+    assert '\nDate: ' in head and '\nMessage-ID: <' in head
+    assert '\nFrom: alice@example.test' in head
 
 
 @needs_dovecot
