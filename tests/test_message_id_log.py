@@ -26,7 +26,8 @@ MSGID_MESSAGE_ID = 'ec303682e8684f64985158d2413ad17d'
 MSGID_QUEUED = '5f0e9b3a1c2d4e6f8a7b9c0d1e2f3a65'
 
 # Runs "$@" with a private /run/systemd whose journal socket is $JOURNAL.
-NAMESPACE_SCRIPT = ('mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && '
+NAMESPACE_SCRIPT = ('mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd && '
+                    'mkdir /run/systemd/journal && '
                     'ln -s "$JOURNAL" /run/systemd/journal/socket && exec "$@"')
 
 
