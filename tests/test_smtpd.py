@@ -619,21 +619,47 @@ def test_queue_file_durable_before_250(make_smtpd, tmp_path):
     assert data_sync < renamed < dir_sync < reply, calls[data_sync:reply + 1]
 
 
+B62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+
+
+def queue_id_time(qid):
+    """The arrival time a queue ID encodes (queue-id.h): 6 base-62 digits
+    of seconds, 4 of microseconds."""
+    def num(s):
+        n = 0
+        for ch in s:
+            n = n * 62 + B62.index(ch)
+        return n
+    return num(qid[:6]) + num(qid[6:10]) / 1e6
+
+
 def test_concurrent_sessions_group_commit(smtpd):
     import concurrent.futures
 
     def one(i):
+        ids = []
         with smtplib.SMTP('127.0.0.1', smtpd.port) as s:
             for j in range(5):
-                s.sendmail('a%d@example.org' % i, ['b@example.test'],
-                           'Subject: %d/%d\r\n\r\nbody\r\n' % (i, j))
-        return True
+                s.mail('a%d@example.org' % i)
+                s.rcpt('b@example.test')
+                code, text = s.data('Subject: %d/%d\r\n\r\nbody\r\n' % (i, j))
+                ids.append(queued_id('%d %s' % (code, text.decode())))
+        return ids
+    start = time.time()
     with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        assert all(ex.map(one, range(20)))
+        per_client = list(ex.map(one, range(20)))
+    end = time.time()
     files = smtpd.queue_files(hidden=True)
     assert len(files) == 100 and not any(f.startswith('.') for f in files)
-    assert len(set(files)) == 100
-    assert files == sorted(files)
+    ids = [qid for client in per_client for qid in client]
+    assert sorted(ids) == files
+    # Sortable by time: each client's messages, queued one after the
+    # other, have increasing IDs, and every ID encodes a time within the
+    # run.
+    for client in per_client:
+        assert client == sorted(client) and len(set(client)) == 5, client
+    for qid in ids:
+        assert start - 1 <= queue_id_time(qid) <= end + 1, (qid, start, end)
 
 
 def test_idle_exit(make_smtpd):

@@ -12,6 +12,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -341,6 +342,70 @@ def test_dovecot_down_and_back(env):
     c = session()
     assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
     c.close()
+
+
+def test_dovecot_socket_missing(env):
+    """No Dovecot at all (the socket was never there): AUTH answers 454
+    4.7.0, the session and the daemon go on."""
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'smtpd_sasl_path = private/nosuch\n')
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    c.cmd('EHLO client.example.org')
+    assert c.auth_plain('alice', 'secret-a') == ['454 4.7.0 Temporary authentication failure']
+    assert c.cmd('NOOP') == ['250 2.0.0 Ok']
+    assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
+    c.cmd('QUIT')
+    s.wait_log('warning: unknown[127.0.0.1]: SASL PLAIN authentication failed:')
+    assert s.proc.poll() is None
+
+
+@needs_dovecot
+def test_error_sleep_after_failed_auth(env):
+    """Past smtpd_soft_error_limit, the reply to a failed AUTH waits
+    smtpd_error_sleep_time; before it, it does not."""
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'smtpd_soft_error_limit = 1\nsmtpd_error_sleep_time = 3s\n')
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    c.cmd('EHLO client.example.org')
+
+    def timed_failure():
+        start = time.monotonic()
+        r = c.auth_plain('alice', 'guess')
+        assert r[0].startswith('535 5.7.8 Error: authentication failed:'), r
+        return time.monotonic() - start
+    first = timed_failure()         # error 1: within the soft limit
+    second = timed_failure()        # error 2: over it
+    assert second >= 2.9, (first, second)
+    assert first < 2.0 and second - first > 1.5, (first, second)
+    # The session goes on after the pause.
+    assert c.cmd('NOOP') == ['250 2.0.0 Ok']
+    c.close()
+
+
+@needs_dovecot
+def test_smtplib_smtp_ssl_to_smtps(env):
+    """Python's smtplib.SMTP_SSL against the smtps role with the shipped
+    smtps.cf: AUTH, then the message is queued under the announced ID."""
+    s = env.make(service='smtps', wrapper=True, service_cf=shipped('services.d/smtps.cf'))
+    with smtplib.SMTP_SSL('127.0.0.1', s.port, context=client_context()) as smtp:
+        smtp.ehlo('client.example.org')
+        assert smtp.login('bob', 'secret-b')[0] == 235
+        assert smtp.mail('bob@example.test') == (250, b'2.1.0 Ok')
+        assert smtp.rcpt('someone@remote.example') == (250, b'2.1.5 Ok')
+        code, text = smtp.data(MSG)
+    assert code == 250 and text.startswith(b'2.0.0 Ok: queued as '), text
+    qid = text.decode().split()[-1]
+    assert s.queue_files() == [qid]
+    _, content, envelope = s.read_queue_file(qid)
+    assert envelope['sasl_username'] == 'bob'
+    assert envelope['protocol'] == 'ESMTPSA'
+    assert envelope['service'] == 'smtps'
+    assert [r[3] for r in envelope['rcpt']] == ['someone@remote.example']
+    assert content.endswith(b'\n\nHi.\n')
 
 
 def test_smtps_speaks_tls_first(env):
