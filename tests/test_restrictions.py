@@ -1266,3 +1266,38 @@ def test_limit_journal_fields(make):
     assert rec['POSTERN_CLIENT'] == 'unknown[192.0.2.10]'
     assert rec['POSTERN_LIMIT'] == 'smtpd_client_message_rate_limit'
     assert rec['PRIORITY'] == '4'
+
+
+@pytest.mark.parametrize('cf,line,text', [
+    ('mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks,\n'
+     '  check_policy_service inet:127.0.0.1:10023, reject_unauth_destination\n', 2,
+     'open relay: smtpd_relay_restrictions: "check_policy_service inet:127.0.0.1:10023" comes '
+     'before reject_unauth_destination: a client outside mynetworks that the policy server '
+     'permits can relay'),
+    ('mynetworks = 127.0.0.0/8\nsmtpd_restriction_classes = friendly\n'
+     'friendly = check_sender_access inline:{x@y.example=OK}\n'
+     'smtpd_relay_restrictions = permit_mynetworks, friendly, reject_unauth_destination\n', 4,
+     'open relay: smtpd_relay_restrictions: "friendly" comes before reject_unauth_destination: '
+     'a client outside mynetworks that the restriction class permits can relay'),
+])
+def test_check_reports_policy_and_class(tmp_path, cf, line, text):
+    conf = write_conf(tmp_path, cf)
+    r = posternctl('check', '-c', conf)
+    assert '%s/main.cf:%d: warning: %s' % (conf, line, text) in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize('cf', [
+    # A class that rejects first cannot open relaying.
+    'mynetworks = 127.0.0.0/8\nsmtpd_restriction_classes = strict\n'
+    'strict = reject_non_fqdn_sender, reject_unauth_destination, permit\n'
+    'smtpd_relay_restrictions = permit_mynetworks, strict, reject_unauth_destination\n',
+    # The relay restrictions, evaluated first, end relaying safely: a
+    # permit in the recipient restrictions only sees our own destinations.
+    'mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, '
+    'permit_sasl_authenticated, reject_unauth_destination\n'
+    'smtpd_recipient_restrictions = check_recipient_access inline:{a@b.example=REJECT}, permit\n',
+])
+def test_check_quiet_when_relay_is_controlled(tmp_path, cf):
+    conf = write_conf(tmp_path, cf)
+    r = posternctl('check', '-c', conf)
+    assert 'open relay' not in r.stderr, r.stderr

@@ -851,44 +851,92 @@ bool restrict_engine_stage_empty(RestrictEngine *en, RestrictStage stage) {
         return true;
 }
 
+static bool kind_ends_relay(Kind k) {
+        return k == K_REJECT_UNAUTH_DEST || k == K_DEFER_UNAUTH_DEST || k == K_REJECT ||
+               k == K_DEFER;
+}
+
+static bool list_could_permit(RestrictEngine *en, const List *l, unsigned depth);
+
+/* Whether el can answer "permit" for a client outside mynetworks that did
+ * not authenticate: permit itself, an access table (OK), a policy server
+ * (OK, DUNNO is not known in advance), a DNS allow list, or a restriction
+ * class that could. */
+static bool elem_could_permit(RestrictEngine *en, const Elem *el, unsigned depth) {
+        switch (el->kind) {
+        case K_PERMIT:
+        case K_CHECK_CLIENT_ACCESS:
+        case K_CHECK_HELO_ACCESS:
+        case K_CHECK_SENDER_ACCESS:
+        case K_CHECK_POLICY:
+        case K_PERMIT_DNSWL_CLIENT:
+                return true;
+        case K_CLASS:
+                return el->cls < en->n_classes && depth < 8 &&
+                       list_could_permit(en, &en->classes[el->cls], depth + 1);
+        default:
+                return false;
+        }
+}
+
+static bool list_could_permit(RestrictEngine *en, const List *l, unsigned depth) {
+        for (size_t i = 0; i < l->n; i++) {
+                if (kind_ends_relay(l->elems[i].kind))
+                        return false;
+                if (elem_could_permit(en, &l->elems[i], depth))
+                        return true;
+        }
+        return false;
+}
+
 int restrict_engine_relay_problems(RestrictEngine *en, char ***ret) {
         static const RestrictListId ids[] = {RESTRICT_LIST_RELAY, RESTRICT_LIST_RECIPIENT};
         int n = 0;
 
         for (size_t k = 0; k < ELEMENTSOF(ids); k++) {
                 List *l = &en->lists[ids[k]];
+                bool problem = false, controlled = false;
                 for (size_t i = 0; i < l->n; i++) {
-                        Kind kd = l->elems[i].kind;
-                        if (kd == K_REJECT_UNAUTH_DEST || kd == K_DEFER_UNAUTH_DEST ||
-                            kd == K_REJECT || kd == K_DEFER)
+                        const Elem *el = &l->elems[i];
+                        Kind kd = el->kind;
+                        if (kind_ends_relay(kd)) {
+                                controlled = true;
                                 break;
-                        /* An unconditional permit, or an access table
-                         * answering OK for anyone, before relay control. */
-                        if (kd == K_PERMIT || kd == K_CHECK_CLIENT_ACCESS ||
-                            kd == K_CHECK_HELO_ACCESS || kd == K_CHECK_SENDER_ACCESS ||
-                            kd == K_PERMIT_AUTH_DEST || kd == K_PERMIT_DNSWL_CLIENT) {
+                        }
+                        if (kd == K_PERMIT_AUTH_DEST)
+                                break;  /* only our own destinations */
+                        /* An unconditional permit, or anything that may
+                         * answer OK for anyone, before relay control. */
+                        if (elem_could_permit(en, el, 0)) {
                                 bool later = false;
                                 for (size_t j = i + 1; j < l->n; j++)
                                         if (l->elems[j].kind == K_REJECT_UNAUTH_DEST ||
                                             l->elems[j].kind == K_DEFER_UNAUTH_DEST)
                                                 later = true;
-                                if (kd == K_PERMIT_AUTH_DEST)
-                                        break;  /* only our own destinations */
                                 if (kd != K_PERMIT && !later)
                                         break;
                                 char *t = strdup_printf(
                                         "%s: \"%s\" comes before %s: a client outside mynetworks "
                                         "%s relay to any destination",
-                                        list_params[ids[k]], l->elems[i].text,
+                                        list_params[ids[k]], el->text,
                                         later ? "reject_unauth_destination"
                                               : "any relay control",
-                                        kd == K_PERMIT ? "can" : "that the table permits can");
+                                        kd == K_PERMIT ? "can"
+                                        : kd == K_CHECK_POLICY ? "that the policy server permits can"
+                                        : kd == K_CLASS ? "that the restriction class permits can"
+                                                        : "that the table permits can");
                                 if (!t || strv_consume(ret, t) < 0)
                                         return -ENOMEM;
                                 n++;
+                                problem = true;
                                 break;
                         }
                 }
+                /* Relay restrictions come first (Postfix >= 2.10): when they
+                 * end relaying safely, a permit in the recipient list only
+                 * reaches mail for our own destinations. */
+                if (ids[k] == RESTRICT_LIST_RELAY && controlled && !problem)
+                        break;
         }
         return n;
 }
