@@ -1301,3 +1301,45 @@ def test_check_quiet_when_relay_is_controlled(tmp_path, cf):
     conf = write_conf(tmp_path, cf)
     r = posternctl('check', '-c', conf)
     assert 'open relay' not in r.stderr, r.stderr
+
+
+def test_delay_reject_no_smtps_rejects_after_handshake(net, tmp_path):
+    """smtps: the connect-time client check answers, over TLS, in place of
+    the greeting."""
+    key, cert = str(tmp_path / 'key.pem'), str(tmp_path / 'cert.pem')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj',
+                    '/CN=mx.example.test', '-keyout', key, '-out', cert],
+                   check=True, capture_output=True)
+
+    class SmtpsNsSmtpd(NsSmtpd):
+        def _ready(self):
+            if self.proc.poll() is not None:
+                raise RuntimeError('postern-smtpd exited: ' + self.log_text())
+            try:
+                connect(self.net.server, '127.0.0.1', self.port, timeout=2).close()
+                return True
+            except OSError:
+                return False
+
+    srv = SmtpsNsSmtpd(net, RELAY_CF + 'smtpd_delay_reject = no\n' + DENY_LISTED +
+                       'smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n' % (cert, key),
+                       service='smtps', port=465, service_cf='smtpd_tls_wrappermode = yes\n')
+    try:
+        srv.start()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        def greeting(source):
+            c = srv.client(source)
+            c.sock = ctx.wrap_socket(c.sock)
+            try:
+                return c.reply()
+            finally:
+                c.close()
+        assert greeting(LISTED) == [
+            '554 5.7.1 <client.example.net[192.0.2.10]>: Client host rejected: Access denied']
+        assert greeting(UNLISTED)[0].startswith('220 ')
+    finally:
+        srv.cleanup()
