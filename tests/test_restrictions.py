@@ -1343,3 +1343,15 @@ def test_delay_reject_no_smtps_rejects_after_handshake(net, tmp_path):
         assert greeting(UNLISTED)[0].startswith('220 ')
     finally:
         srv.cleanup()
+
+
+def test_check_reports_missing_relay_control_once(tmp_path):
+    conf = write_conf(tmp_path, SAFE_CF + 'smtpd_relay_restrictions = permit_mynetworks\n'
+                      'smtpd_client_restrictions = check_client_access hash:%s/nothere\n'
+                      % tmp_path)
+    r = posternctl('check', '-c', conf)
+    assert r.returncode == 1
+    assert ('%s/main.cf:2: error: smtpd_relay_restrictions and smtpd_recipient_restrictions: '
+            'specify at least one working instance of' % conf) in r.stderr, r.stderr
+    # The missing table is reported once, by the table checks.
+    assert len([l for l in r.stderr.splitlines() if 'nothere' in l]) == 1, r.stderr
