@@ -278,7 +278,8 @@ class QueueInstance:
                         'log line %r x%d' % (text, count))
 
     def deliveries(self):
-        """Agent records: list of dicts (id, rcpt, status, transport, nexthop, orig)."""
+        """Agent records: list of dicts (id, rcpt, status, transport, nexthop, orig,
+        call: the number of the Deliver call)."""
         try:
             with open(self.record) as f:
                 lines = f.read().splitlines()
@@ -289,7 +290,7 @@ class QueueInstance:
             p = l.split(' ')
             if len(p) >= 7:
                 out.append(dict(id=p[0], rcpt=p[1], status=p[2], transport=p[3],
-                                nexthop=p[4], orig=p[5]))
+                                nexthop=p[4], orig=p[5], call=p[7] if len(p) > 7 else None))
         return out
 
     def wait_deliveries(self, pred, timeout=20, what='deliveries'):

@@ -566,3 +566,155 @@ def test_posternctl_queue(make_queue):
     assert json.loads(r.stdout)['recipients'] == [{'address': 'bob@remote.test', 'status': '-'}]
     r = q.tool('posternctl', 'queue', 'delete', 'ALL')
     assert r.stdout == 'delete: 1 message\n' and q.path_of(a) is None
+
+
+# --- scheduling and tools, more ------------------------------------------------
+
+
+def test_recipient_limit_splits_deliveries(make_queue):
+    """default_destination_recipient_limit = 2: five recipients at one
+    destination go out in three Deliver calls of at most two."""
+    q = make_queue('default_destination_recipient_limit = 2\n')
+    q.start_agent()
+    rcpts = ['r%d@remote.test' % i for i in range(5)]
+    qid = q.inject('alice@example.org', rcpts)
+    q.start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    calls = {}
+    for d in q.deliveries():
+        calls.setdefault(d['call'], []).append(d['rcpt'])
+    assert sorted(len(c) for c in calls.values()) == [1, 2, 2], calls
+    assert sorted(r for c in calls.values() for r in c) == rcpts
+    assert all(d['nexthop'] == 'remote.test' for d in q.deliveries())
+
+
+def queue_status(q, user=None):
+    """posternctl queue status --json: Queue1.Status() of the queue manager."""
+    args = [TOOLS['posternctl'], 'queue', '--json', 'status']
+    if user is not None:
+        args = ['setpriv', '--reuid=%d' % user, '--regid=%d' % user, '--clear-groups'] + args
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30, env=q.env())
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_status_bus_method(make_queue):
+    """Queue1.Status() through posternctl queue status."""
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n')
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['x@slow.test'])
+    q.start_qmgr()
+    q.wait_log('%s: to=<x@slow.test>' % a)
+    wait_for(lambda: q.files('deferred') == [a], what='deferred')
+    values = queue_status(q)
+    assert values['active'] == 0 and values['in_flight'] == 0, values
+    assert values['enqueued'] == 0 and values['scanning_deferred'] is False, values
+    # The retry time of the deferred message, an hour away.
+    due = values['next_deferred_due_usec'] / 1e6
+    assert time.time() + 3000 < due < time.time() + 7300, values
+    # Anyone may ask, like postqueue -p.
+    for d in (q.tmp, q.runtime, q.confdir):
+        os.chmod(d, 0o755)
+    os.chmod(os.path.join(q.runtime, 'qmgr'), 0o666)
+    assert queue_status(q, user=65534)['active'] == 0
+    r = q.tool('posternctl', 'queue', 'status')
+    assert 'active: 0\n' in r.stdout and 'scanning_deferred: no\n' in r.stdout, r.stdout
+
+
+def test_postsuper_reads_ids_from_stdin(make_queue):
+    """postsuper -h -, -H - and -r - take queue IDs from standard input."""
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\n')
+    ids = [q.inject('alice@example.org', ['x%d@slow.test' % i], sub='deferred')
+           for i in range(3)]
+    r = q.tool('postsuper', '-h', '-', input='%s\n%s\n' % (ids[0], ids[1]))
+    assert r.returncode == 0 and r.stderr == 'postsuper: Placed on hold: 2 messages\n', r
+    assert q.files('hold') == sorted(ids[:2])
+    r = q.tool('postsuper', '-H', '-', input=ids[0] + '\n')
+    assert r.stderr == 'postsuper: Released from hold: 1 message\n', r
+    assert q.files('hold') == [ids[1]]
+    r = q.tool('postsuper', '-r', '-', input='%s\n%s\n' % (ids[0], ids[2]))
+    assert r.stderr == 'postsuper: Requeued: 2 messages\n', r
+    assert q.files('incoming') == sorted([ids[0], ids[2]])
+    assert q.files('hold') == [ids[1]]
+
+
+def test_posternctl_queue_json_commands(make_queue):
+    """posternctl queue release/requeue/flush --json: one JSON object each."""
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n')
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['x@slow.test'], sub='hold')
+    r = q.tool('posternctl', 'queue', '--json', 'release', a)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {'command': 'release', 'messages': 1}
+    assert q.files('hold') == [] and q.files('deferred') == [a]
+    # Released mail is due at once: the first deferred queue run takes it.
+    q.start_qmgr()
+    q.wait_log('%s: to=<x@slow.test>' % a)
+    wait_for(lambda: q.files('deferred') == [a], what='deferred')
+    r = q.tool('posternctl', 'queue', '--json', 'requeue', 'ALL')
+    assert json.loads(r.stdout) == {'command': 'requeue', 'messages': 1}, r.stdout
+    q.wait_log('%s: to=<x@slow.test>' % a, count=2)
+    wait_for(lambda: q.files('deferred') == [a], what='deferred again')
+    r = q.tool('posternctl', 'queue', '--json', 'flush', a)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {'command': 'flush', 'queue_id': a}
+    q.wait_log('%s: to=<x@slow.test>' % a, count=3)
+    r = q.tool('posternctl', 'queue', '--json', 'flush')
+    assert json.loads(r.stdout) == {'command': 'flush'}
+    r = q.tool('posternctl', 'queue', '--json', 'flush', 'slow.test')
+    assert json.loads(r.stdout) == {'command': 'flush', 'site': 'slow.test'}
+
+
+def test_postcat_envelope_only(make_queue):
+    q = make_queue()
+    qid = q.inject('alice@example.org', ['bob@remote.test', 'carol@remote.test'],
+                   content='Received: by test\nSubject: cat me\n\nthe body\n', sub='hold')
+    r = q.tool('postcat', '-e', '-q', qid)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == '*** ENVELOPE RECORDS hold/%s ***' % qid
+    assert 'sender: alice@example.org' in out
+    assert 'recipient: bob@remote.test' in out and 'recipient: carol@remote.test' in out
+    assert 'Subject: cat me' not in r.stdout and 'the body' not in r.stdout
+    assert not any(l.startswith('*** MESSAGE CONTENTS') for l in out)
+
+
+def test_sendmail_q_flushes_and_bm_submits(make_queue):
+    """sendmail -q is postqueue -f; -bm (the default mode) reads a message."""
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n')
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['x@slow.test'])
+    q.start_qmgr()
+    q.wait_log('%s: to=<x@slow.test>' % a)
+    wait_for(lambda: q.files('deferred') == [a], what='deferred')
+    q.set_rules('')
+    r = q.tool('sendmail', '-q')
+    assert r.returncode == 0, r.stderr
+    q.wait_log('%s: removed' % a)
+    r = q.tool('sendmail', '-bm', '-f', 'cron@example.test', 'bob@remote.test',
+               input='Subject: bm\n\nhello\n')
+    assert r.returncode == 0, r.stderr
+    assert q.pickup().returncode == 0
+    wait_for(lambda: any(d['rcpt'] == 'bob@remote.test' for d in q.deliveries()),
+             what='the -bm message delivered')
+
+
+def test_bounce_queue_lifetime_for_null_sender_mail(make_queue):
+    """bounce_queue_lifetime applies to mail with the null sender only."""
+    q = make_queue('maximal_queue_lifetime = 1h\nbounce_queue_lifetime = 2s\n')
+    q.set_rules('*@never.test deferred 4.4.1 host not responding\n')
+    q.start_agent()
+    report = q.inject('', ['x@never.test'])
+    normal = q.inject('alice@example.org', ['y@never.test'])
+    q.start_qmgr()
+    q.wait_log('%s: to=<x@never.test>, relay=none' % report, timeout=30)
+    line = q.log_lines('%s: to=<x@never.test>, relay=none' % report)[0]
+    assert 'status=bounced (message expired after' in line, line
+    q.wait_log('%s: removed' % report)
+    # The normal message is retried, not expired.
+    q.wait_log('%s: to=<y@never.test>' % normal, count=3)
+    assert not q.log_lines('%s: to=<y@never.test>, relay=none' % normal)
+    assert q.path_of(normal) is not None

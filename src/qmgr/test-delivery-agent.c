@@ -3,7 +3,9 @@
  * named with --listen (or the one systemd passes), reads the queue file
  * the queue manager hands over, and answers each recipient as its rules
  * file says, recording every attempt in the record file as one line
- * "QUEUEID RECIPIENT STATUS TRANSPORT NEXTHOP ORIG SIZE" before it replies.
+ * "QUEUEID RECIPIENT STATUS TRANSPORT NEXTHOP ORIG SIZE CALL" before it
+ * replies, CALL numbering the Deliver calls from 1 (which recipients went
+ * together).
  *
  * Rules (--rules FILE, read again for every call so that a test can change
  * them while the agent runs): lines "PATTERN STATUS DSN TEXT...", PATTERN an
@@ -99,9 +101,14 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
         Rules rules;
         int fd, r;
 
+        /* Counts calls for the record; global because it spans connections. */
+        static unsigned call_seq;
+        unsigned call;
+
         r = sd_bus_message_read(m, "hsss", &fd, &id, &transport, &nexthop);
         if (r < 0)
                 return r;
+        call = ++call_seq;
         if (fstat(fd, &st) < 0 || pread(fd, magic, 8, 0) != 8 || !streq(magic, "POSTERNQ"))
                 return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "not a queue file");
         rules_load(&rules);
@@ -128,9 +135,9 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
                                 text = rules.rules[i].text;
                                 break;
                         }
-                line = strdup_printf("%s %s %s %s %s %s %" PRIu64 "\n", id, addr, status,
+                line = strdup_printf("%s %s %s %s %s %s %" PRIu64 " %u\n", id, addr, status,
                                      transport, *nexthop ? nexthop : "-", orig,
-                                     (uint64_t) st.st_size);
+                                     (uint64_t) st.st_size, call);
                 if (line && arg_record) {
                         int rfd = open(arg_record, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
                         if (rfd >= 0) {

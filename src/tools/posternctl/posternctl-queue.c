@@ -1,8 +1,9 @@
 /* posternctl-queue.c: "posternctl queue", the native spelling of the queue
  * tools: list (postqueue -p; --json as postqueue -j), show ID (postcat -q),
  * hold, release, delete, requeue ID...|ALL (postsuper -h, -H, -d, -r) and
- * flush [ID|SITE] (postqueue -f, -i, -s). It shares their code in
- * src/shared/queue-scan.c, so both spellings behave alike. */
+ * flush [ID|SITE] (postqueue -f, -i, -s), and status (the queue manager's
+ * Queue1.Status()). It shares their code in src/shared/queue-scan.c, so
+ * both spellings behave alike. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,6 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-bus.h>
+
+#include "bus-names.h"
 #include "conf.h"
 #include "posternctl.h"
 #include "queue-file.h"
@@ -153,6 +157,78 @@ static int queue_show(int qfd, const char *id, bool json) {
         return 0;
 }
 
+/* Prints Queue1.Status() of the running queue manager (the socket starts
+ * it): "name: value" lines, or one JSON object. */
+static int queue_status(bool json) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *address = NULL;
+        unsigned n = 0;
+        int r;
+
+        address = strdup_printf("unix:path=%s/%s", postern_runtime_dir(), QUEUE_BUS_SOCKET);
+        if (!address)
+                return -ENOMEM;
+        r = sd_bus_new(&bus);
+        if (r >= 0)
+                r = sd_bus_set_address(bus, address);
+        if (r >= 0)
+                r = sd_bus_start(bus);
+        if (r >= 0)
+                r = sd_bus_call_method(bus, NULL, QUEUE_BUS_OBJECT, QUEUE_BUS_INTERFACE, "Status",
+                                       &error, &reply, "");
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (json && r >= 0)
+                printf("{");
+        while (r >= 0) {
+                const char *name, *type;
+                r = sd_bus_message_enter_container(reply, 'e', "sv");
+                if (r <= 0)
+                        break;
+                r = sd_bus_message_read(reply, "s", &name);
+                if (r >= 0)
+                        r = sd_bus_message_peek_type(reply, NULL, &type);
+                if (r >= 0)
+                        r = sd_bus_message_enter_container(reply, 'v', type);
+                if (r < 0)
+                        break;
+                printf(json ? "%s\"%s\": " : "%s%s: ", json ? (n ? ", " : "") : "", name);
+                if (streq(type, "u")) {
+                        uint32_t v;
+                        r = sd_bus_message_read(reply, "u", &v);
+                        printf("%" PRIu32, v);
+                } else if (streq(type, "t")) {
+                        uint64_t v;
+                        r = sd_bus_message_read(reply, "t", &v);
+                        printf("%" PRIu64, v);
+                } else if (streq(type, "b")) {
+                        int v;
+                        r = sd_bus_message_read(reply, "b", &v);
+                        printf("%s", json ? (v ? "true" : "false") : (v ? "yes" : "no"));
+                } else {
+                        r = sd_bus_message_skip(reply, type);
+                        printf(json ? "null" : "-");
+                }
+                if (!json)
+                        printf("\n");
+                n++;
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+        }
+        if (json && n > 0)
+                printf("}\n");
+        if (r < 0) {
+                fprintf(stderr, "posternctl: error: cannot get the queue manager status: %s\n",
+                        error.message ? error.message : strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
 static void help(void) {
         printf("Usage: posternctl queue [--json] [-c DIR] COMMAND [ARGS]\n\n"
                "  list                    list the queue\n"
@@ -161,7 +237,8 @@ static void help(void) {
                "  release ID...|ALL       release messages from hold\n"
                "  delete ID...|ALL        delete messages\n"
                "  requeue ID...|ALL       resolve and expand messages again\n"
-               "  flush [ID|SITE]         retry deferred mail now\n");
+               "  flush [ID|SITE]         retry deferred mail now\n"
+               "  status                  the queue manager's state\n");
 }
 
 int verb_queue(int argc, char **argv) {
@@ -195,14 +272,26 @@ int verb_queue(int argc, char **argv) {
         cmd = optind < argc ? argv[optind++] : "list";
         if (config_dir)
                 (void) setenv("POSTERN_CONFIG_DIR", config_dir, 1);
+        if (streq(cmd, "status"))
+                return queue_status(json) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         if (streq(cmd, "flush")) {
                 _cleanup_free_ char *error = NULL;
                 const char *arg = optind < argc ? argv[optind] : NULL;
                 r = queue_qmgr_call(!arg ? "Flush" : queue_id_valid(arg) ? "FlushId" : "FlushSite",
                                     arg, &error);
-                if (r < 0)
+                if (r < 0) {
                         fprintf(stderr, "posternctl: error: flush failed: %s\n", strempty(error));
-                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+                        return EXIT_FAILURE;
+                }
+                if (json) {
+                        printf("{\"command\": \"flush\"");
+                        if (arg) {
+                                printf(", \"%s\": ", queue_id_valid(arg) ? "queue_id" : "site");
+                                json_str(arg);
+                        }
+                        printf("}\n");
+                }
+                return EXIT_SUCCESS;
         }
         r = open_queue(config_dir, &qfd);
         if (r < 0)
