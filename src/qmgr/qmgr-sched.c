@@ -14,9 +14,9 @@
  * file as an fd and up to TRANSPORT_destination_recipient_limit
  * recipients of one message; local deliveries with a recipient limit of 1
  * use the recipient as the destination (Postfix's per-recipient local
- * concurrency). Results are written to the status bytes (one fdatasync per
- * reply) before they are logged. Entry points: qmgr_sched_add(),
- * qmgr_sched_kick(), qmgr_record_result(). */
+ * concurrency). Results are written to the status bytes before they are
+ * logged, and synced in batches (qmgr_message_sync()). Entry points:
+ * qmgr_sched_add(), qmgr_sched_kick(), qmgr_record_result(). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,7 +285,11 @@ void qmgr_sched_reset_dead(Qmgr *q, const char *site) {
                 }
 }
 
+static void sync_pass(Qmgr *q);
+
 void qmgr_sched_done(Qmgr *q) {
+        sync_pass(q);
+        q->sync_event = sd_event_source_disable_unref(q->sync_event);
         for (size_t b = 0; b < q->dests.n_buckets; b++)
                 while (q->dests.buckets[b])
                         dest_free(q, (QmgrDest *) q->dests.buckets[b]);
@@ -294,9 +298,95 @@ void qmgr_sched_done(Qmgr *q) {
 
 /* --- results -------------------------------------------------------------- */
 
-int qmgr_message_sync(QmgrMessage *m) {
-        if (fdatasync(m->fd) < 0)
+/* Batched syncs. A reply from a delivery agent writes status bytes into
+ * one queue file; syncing each file at once made the single event loop
+ * wait for the disk once per reply (and once more at activation and
+ * removal), which capped the whole queue at a few hundred messages per
+ * second. Written files now wait in a list that an idle-priority event
+ * source works off once nothing more urgent is pending, so a pass covers
+ * every reply that arrived meanwhile, and a file removed before then needs
+ * no sync at all: one fsync of active/ in the same pass makes its removal
+ * durable. Nothing reads a status byte back from disk while qmgr runs; a
+ * crash (of the machine: a killed qmgr loses no write) can only lose the
+ * marks of the last pass, whose recipients are then delivered again, as
+ * in Postfix, which never syncs its done marks. */
+#define SYNC_BATCH_MAX 512u     /* sync at once beyond this, so that a busy loop cannot defer it for long */
+
+static void sync_unlink(QmgrMessage *m) {
+        Qmgr *q = m->qmgr;
+        if (!m->sync_queued)
+                return;
+        if (m->sync_prev)
+                m->sync_prev->sync_next = m->sync_next;
+        else
+                q->sync_head = m->sync_next;
+        if (m->sync_next)
+                m->sync_next->sync_prev = m->sync_prev;
+        m->sync_prev = m->sync_next = NULL;
+        m->sync_queued = false;
+        q->n_sync--;
+}
+
+int qmgr_message_sync_now(QmgrMessage *m) {
+        if (!m->sync_queued)
+                return 0;
+        sync_unlink(m);
+        if (m->fd >= 0 && fdatasync(m->fd) < 0)
                 return log_error_errno(errno, "%s: cannot sync the queue file: %m", m->id);
+        return 0;
+}
+
+static void sync_pass(Qmgr *q) {
+        while (q->sync_head)
+                (void) qmgr_message_sync_now(q->sync_head);
+        if (q->sync_active_dir) {
+                q->sync_active_dir = false;
+                if (fsync(q->active_fd) < 0)
+                        log_error_errno(errno, "Cannot sync the active queue directory: %m");
+        }
+}
+
+static int on_sync(sd_event_source *s, void *userdata) {
+        sync_pass(userdata);
+        return 0;
+}
+
+/* Runs a sync pass once the loop has nothing more urgent to do; at once
+ * when the list is long or the event source cannot be made. */
+static void sync_schedule(Qmgr *q) {
+        int r = 0;
+        if (!q->sync_event) {
+                r = sd_event_add_defer(q->event, &q->sync_event, on_sync, q);
+                if (r >= 0)
+                        r = sd_event_source_set_priority(q->sync_event, SD_EVENT_PRIORITY_IDLE);
+                if (r < 0)
+                        q->sync_event = sd_event_source_disable_unref(q->sync_event);
+        }
+        if (r < 0 || q->n_sync >= SYNC_BATCH_MAX)
+                sync_pass(q);
+        else
+                (void) sd_event_source_set_enabled(q->sync_event, SD_EVENT_ONESHOT);
+}
+
+void qmgr_message_sync_drop(QmgrMessage *m) {
+        sync_unlink(m);
+        m->qmgr->sync_active_dir = true;
+        sync_schedule(m->qmgr);
+}
+
+int qmgr_message_sync(QmgrMessage *m) {
+        Qmgr *q = m->qmgr;
+
+        if (m->sync_queued)
+                return 0;
+        m->sync_queued = true;
+        m->sync_prev = NULL;
+        m->sync_next = q->sync_head;
+        if (q->sync_head)
+                q->sync_head->sync_prev = m;
+        q->sync_head = m;
+        q->n_sync++;
+        sync_schedule(q);
         return 0;
 }
 
@@ -359,8 +449,10 @@ void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char
                          * be tried again, which is better than losing it. */
                         log_error_errno(r, "%s: cannot record the status of <%s>: %m", m->id,
                                         rc->address);
-                else
+                else {
                         rc->status = QUEUE_RCPT_DELIVERED;
+                        (void) qmgr_message_sync(m);
+                }
         }
         qmgr_format_delay((double) (now - MIN(arrival, now)) / 1e6, delay);
         qmgr_format_delay((double) (m->active_usec - MIN(arrival, m->active_usec)) / 1e6, a);
@@ -522,7 +614,6 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                         }
                 }
         free(seen);
-        (void) qmgr_message_sync(m);
 
         /* Concurrency feedback. */
         if (n_sent > 0) {

@@ -229,6 +229,7 @@ static QmgrMessage *message_free(QmgrMessage *m) {
         }
         free(m->rcpts);
         queue_envelope_done(&m->env);
+        (void) qmgr_message_sync_now(m);        /* written to since the last sync pass */
         if (m->fd >= 0)
                 close(m->fd);           /* releases the flock */
         free(m);
@@ -464,7 +465,7 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                 }
                 qmgr_route_done(&route);
         }
-        (void) qmgr_message_sync(m);
+        /* Status bytes written above are synced with the next batch. */
         if (m->n_scheduled == 0)
                 qmgr_message_done(m);
         else
@@ -527,7 +528,6 @@ void qmgr_message_done(QmgrMessage *m) {
          * bounce daemon writes them once the message is done. */
         if (qmgr_bounce_flush(m) > 0)
                 return;
-        (void) qmgr_message_sync(m);
         arrival = (uint64_t) m->env.arrival.tv_sec * 1000000u + (uint64_t) m->env.arrival.tv_usec;
         age = now > arrival ? now - arrival : 0;
         lifetime = m->env.sender[0] ? q->settings.max_lifetime_usec
@@ -564,7 +564,6 @@ void qmgr_message_done(QmgrMessage *m) {
                 }
                 if (qmgr_bounce_flush(m) > 0)
                         return;
-                (void) qmgr_message_sync(m);
         } else if (n_pending > 0 && q->settings.delay_warning_usec > 0 &&
                    age >= q->settings.delay_warning_usec && m->env.sender[0] &&
                    !(m->env.flags & QUEUE_FLAG_DELAY_WARNED) && !m->delay_notice_failed) {
@@ -587,6 +586,10 @@ void qmgr_message_done(QmgrMessage *m) {
                         {.tv_sec = (time_t) (due / 1000000u), .tv_nsec = (long) (due % 1000000u) * 1000},
                 };
                 write_defer_log(q, m);
+                /* The status bytes of this attempt are durable before the
+                 * next one can start from the deferred queue. */
+                (void) qmgr_message_sync(m);
+                (void) qmgr_message_sync_now(m);
                 /* The retry time is the file's mtime, as in Postfix. */
                 if (futimens(m->fd, ts) < 0)
                         log_warning("%s: cannot set the retry time: %m", m->id);
@@ -602,6 +605,9 @@ void qmgr_message_done(QmgrMessage *m) {
                 if (r < 0 && r != -ENOENT)
                         log_error_errno(r, "%s: cannot remove the queue file: %m", m->id);
                 else {
+                        /* Gone: its status bytes need no sync, the removal
+                         * is made durable with the next sync pass. */
+                        qmgr_message_sync_drop(m);
                         (void) queue_unlink(q->queue_fd, QUEUE_DEFER_LOG, m->id);
                         log_mail(LOG_INFO, MSGID_REMOVED, m->id, LOG_NO_FIELDS, "removed");
                 }

@@ -126,6 +126,8 @@ struct QmgrMessage {
         uint64_t active_usec;   /* CLOCK_REALTIME when it entered active/ */
         bool gone;              /* moved away or deleted by postsuper */
         QmgrMessage *prev, *next;       /* all active messages */
+        bool sync_queued;       /* written to, waiting for the batched sync */
+        QmgrMessage *sync_prev, *sync_next;
 };
 
 /* A delivery agent socket (deliver-remote, deliver-local). */
@@ -181,6 +183,11 @@ struct Qmgr {
         QmgrAgent agents[2];
         unsigned jobs_in_flight;
         sd_event_source *sched_event;   /* deferred dispatch pass */
+        /* Messages whose status bytes wait for the batched fdatasync. */
+        QmgrMessage *sync_head;
+        unsigned n_sync;
+        bool sync_active_dir;           /* removals from active/ to make durable */
+        sd_event_source *sync_event;
 
         /* Incoming: ids announced by Enqueue, and whether incoming/ needs a scan. */
         char **enqueued;
@@ -256,13 +263,21 @@ void qmgr_sched_done(Qmgr *q);
  * logs "to=<...>, relay=..., status=..." lines). status is "sent",
  * "relayed" (sent to a peer without DSN: logged as sent, with a "relayed"
  * notice for NOTIFY=SUCCESS), "deferred" or "bounced". A plain delivery's
- * status byte is written but not synced; the caller syncs
+ * status byte is written and queued for the batched sync
  * (qmgr_message_sync()). A bounce, or a delivery with a success notice,
  * only notes the notice (qmgr_bounce_want()): its status byte follows the
  * bounce service's reply. */
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec);
+/* Makes what was written to m's queue file durable: soon, in a batch with
+ * the other messages written to in this pass of the event loop (one
+ * fdatasync each once nothing more urgent is pending), or at the latest
+ * before its file is closed. qmgr_message_sync_now() syncs at once;
+ * qmgr_message_sync_drop() forgets the sync of a file just unlinked (the
+ * removal itself is made durable with the batch). */
 int qmgr_message_sync(QmgrMessage *m);
+int qmgr_message_sync_now(QmgrMessage *m);
+void qmgr_message_sync_drop(QmgrMessage *m);
 /* Formats "delay=..., delays=a/b/c/d" parts. */
 void qmgr_format_delay(double v, char buf[static 32]);
 
