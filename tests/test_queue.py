@@ -718,3 +718,75 @@ def test_bounce_queue_lifetime_for_null_sender_mail(make_queue):
     q.wait_log('%s: to=<y@never.test>' % normal, count=3)
     assert not q.log_lines('%s: to=<y@never.test>, relay=none' % normal)
     assert q.path_of(normal) is not None
+
+
+def test_slow_destination_does_not_starve_others(make_queue):
+    """Ten messages to a destination whose deliveries take 3 s each, then
+    ten to a fast one: the slow destination gets at most its concurrency
+    window (2) and the fast mail is all delivered meanwhile."""
+    q = make_queue('default_destination_concurrency_limit = 2\ndefault_process_limit = 4\n')
+    q.set_rules('slow *@slow.test 3000\n')
+    q.start_agent()
+    slow = [q.inject('alice@example.org', ['s%d@slow.test' % i]) for i in range(10)]
+    fast = [q.inject('alice@example.org', ['f%d@fast.test' % i]) for i in range(10)]
+    q.start_qmgr()
+    for qid in fast:
+        q.wait_log('%s: removed' % qid, timeout=15)
+    # 3 s per slow delivery, two at a time: the first two at most are done.
+    done_slow = [qid for qid in slow if q.log_lines('%s: removed' % qid)]
+    assert len(done_slow) <= 2, done_slow
+    started = {d['call'] for d in q.deliveries() if d['rcpt'].endswith('@slow.test')}
+    assert len(started) <= 4, started
+
+
+def test_backoff_grows_with_age(make_queue):
+    """The retry time after each failed attempt grows with the message's
+    age, from minimal_backoff_time up to maximal_backoff_time."""
+    q = make_queue('minimal_backoff_time = 1s\nmaximal_backoff_time = 4s\nqueue_run_delay = 1s\n')
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['x@slow.test'])
+    q.start_qmgr()
+    gaps = []
+    for n in range(1, 6):
+        q.wait_log('%s: to=<x@slow.test>' % qid, count=n, timeout=30)
+        path = wait_for(lambda: q.files('deferred') == [qid] and q.path_of(qid),
+                        what='deferred after attempt %d' % n)
+        # The retry time is the file's mtime (postern-queue(5)).
+        gaps.append(os.stat(path).st_mtime - time.time())
+    assert gaps[0] < 1.6, gaps
+    assert all(b >= a - 0.6 for a, b in zip(gaps, gaps[1:])), gaps
+    assert 3.0 < gaps[-1] < 4.3, gaps
+
+
+def test_qmgr_stays_up_while_deferred_mail_is_due_soon(make_queue):
+    """max_idle = 1s: deferred mail due before the next timer run
+    (queue_run_delay) keeps the queue manager running to retry it; with
+    nothing due soon it exits."""
+    q = make_queue('max_idle = 1s\nqueue_run_delay = 4s\n'
+                   'minimal_backoff_time = 2s\nmaximal_backoff_time = 2s\n')
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    qid = q.inject('alice@example.org', ['x@slow.test'])
+    q.start_qmgr()
+    q.wait_log('%s: to=<x@slow.test>' % qid)
+    q.set_rules('')
+    # Retried by the same process at the next deferred queue run (4 s),
+    # well after max_idle.
+    q.wait_log('%s: removed' % qid, timeout=20)
+    assert len(q.qmgr_runs) == 1
+    assert len(q.log_lines('%s: to=<x@slow.test>' % qid)) == 2
+    q.qmgr.wait(timeout=20)
+    assert q.qmgr.returncode == 0
+
+    # Deferred mail due only after the next timer run: exit when idle.
+    q2 = make_queue('max_idle = 1s\nqueue_run_delay = 5s\n'
+                    'minimal_backoff_time = 1h\nmaximal_backoff_time = 1h\n')
+    q2.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q2.start_agent()
+    qid = q2.inject('alice@example.org', ['x@slow.test'])
+    q2.start_qmgr()
+    q2.wait_log('%s: to=<x@slow.test>' % qid)
+    q2.qmgr.wait(timeout=20)
+    assert q2.qmgr.returncode == 0
+    assert q2.files('deferred') == [qid]

@@ -12,7 +12,9 @@
  * fnmatch(3) pattern on the recipient (case-insensitive), STATUS sent,
  * deferred or bounced; the first match wins, no match means sent. A line
  * "delay MILLISECONDS" makes every call take that long, so that deliveries
- * are in flight when a test kills the queue manager. */
+ * are in flight when a test kills the queue manager. A line "slow PATTERN
+ * MILLISECONDS" delays the reply to calls whose first recipient matches
+ * without blocking other calls (a slow destination next to fast ones). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -50,6 +52,8 @@ typedef struct Rules {
         Rule *rules;
         size_t n;
         unsigned delay_ms;
+        char *slow_pattern;
+        unsigned slow_ms;
 } Rules;
 
 static void rules_done(Rules *r) {
@@ -60,6 +64,7 @@ static void rules_done(Rules *r) {
                 free(r->rules[i].text);
         }
         free(r->rules);
+        free(r->slow_pattern);
         *r = (Rules) {0};
 }
 
@@ -80,6 +85,12 @@ static void rules_load(Rules *ret) {
                         ret->delay_ms = ms;
                         continue;
                 }
+                if (sscanf(line, "slow %511s %u", pat, &ms) == 2) {
+                        free(ret->slow_pattern);
+                        ret->slow_pattern = strdup(pat);
+                        ret->slow_ms = ms;
+                        continue;
+                }
                 if (sscanf(line, "%511s %31s %31s %n", pat, st, dsn, &consumed) < 3)
                         continue;
                 n = reallocarray(ret->rules, ret->n + 1, sizeof(Rule));
@@ -93,12 +104,20 @@ static void rules_load(Rules *ret) {
         }
 }
 
+static int on_slow_reply(sd_event_source *s, uint64_t usec, void *userdata) {
+        sd_bus_message *reply = userdata;
+        (void) sd_bus_send(NULL, reply, NULL);
+        sd_bus_message_unref(reply);
+        return 0;
+}
+
 static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *id, *transport, *nexthop;
         char magic[9] = "";
         struct stat st;
         Rules rules;
+        bool slow = false, first = true;
         int fd, r;
 
         /* Counts calls for the record; global because it spans connections. */
@@ -128,6 +147,9 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
                 r = sd_bus_message_read(m, "(uss)", &idx, &addr, &orig);
                 if (r <= 0)
                         break;
+                if (first && rules.slow_pattern)
+                        slow = fnmatch(rules.slow_pattern, addr, FNM_CASEFOLD) == 0;
+                first = false;
                 for (size_t i = 0; i < rules.n; i++)
                         if (fnmatch(rules.rules[i].pattern, addr, FNM_CASEFOLD) == 0) {
                                 status = rules.rules[i].status;
@@ -153,6 +175,16 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
                 r = sd_bus_message_close_container(reply);
         if (r >= 0)
                 r = sd_bus_message_append(reply, "s", arg_relay);
+        if (r >= 0 && slow) {
+                /* A floating source: freed with the loop. */
+                r = sd_event_add_time_relative(sd_bus_get_event(sd_bus_message_get_bus(m)), NULL,
+                                               CLOCK_MONOTONIC, rules.slow_ms * 1000ULL, 0,
+                                               on_slow_reply, reply);
+                if (r >= 0)
+                        reply = NULL;   /* owned by the timer */
+                rules_done(&rules);
+                return r;
+        }
         rules_done(&rules);
         if (r < 0)
                 return r;
