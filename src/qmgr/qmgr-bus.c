@@ -120,7 +120,7 @@ static int method_status(sd_bus_message *m, void *userdata, sd_bus_error *error)
                                           "active", "u", q->n_active,
                                           "in_flight", "u", q->jobs_in_flight,
                                           "destinations", "u", (uint32_t) q->dests.n,
-                                          "enqueued", "u", (uint32_t) strv_length(q->enqueued),
+                                          "enqueued", "u", (uint32_t) q->n_enqueued,
                                           "scanning_deferred", "b", q->scan != NULL,
                                           "next_deferred_due_usec", "t", q->next_due);
         if (r < 0)

@@ -622,14 +622,30 @@ void qmgr_message_done(QmgrMessage *m) {
 /* --- incoming ------------------------------------------------------------- */
 
 void qmgr_kick_incoming(Qmgr *q) {
-        if ((q->enqueued || q->incoming_dirty) && q->incoming_event)
+        if ((q->n_enqueued > 0 || q->incoming_dirty) && q->incoming_event)
                 (void) sd_event_source_set_enabled(q->incoming_event, SD_EVENT_ONESHOT);
 }
 
 int qmgr_enqueue(Qmgr *q, const char *id) {
-        int r = strv_extend(&q->enqueued, id);
-        if (r < 0)
-                return r;
+        if (strlen(id) >= QUEUE_ID_SIZE)
+                return -EINVAL;
+        if (q->n_enqueued == q->enqueued_cap) {
+                /* Grow the ring, its contents from the head on first. */
+                size_t cap = q->enqueued_cap ? q->enqueued_cap * 2 : 256;
+                char (*ids)[QUEUE_ID_SIZE] = calloc(cap, QUEUE_ID_SIZE);
+                if (!ids)
+                        return -ENOMEM;
+                for (size_t k = 0; k < q->n_enqueued; k++)
+                        memcpy(ids[k], q->enqueued[(q->enqueued_head + k) % q->enqueued_cap],
+                               QUEUE_ID_SIZE);
+                free(q->enqueued);
+                q->enqueued = ids;
+                q->enqueued_cap = cap;
+                q->enqueued_head = 0;
+        }
+        snprintf(q->enqueued[(q->enqueued_head + q->n_enqueued) % q->enqueued_cap],
+                 QUEUE_ID_SIZE, "%s", id);
+        q->n_enqueued++;
         qmgr_kick_incoming(q);
         return 0;
 }
@@ -657,13 +673,12 @@ static int on_incoming(sd_event_source *s, void *userdata) {
         unsigned budget = 1000;         /* per pass, so that replies keep flowing */
         int r;
 
-        while (q->enqueued && q->enqueued[0] && q->n_active < q->settings.active_limit &&
-               budget > 0) {
-                size_t n = strv_length(q->enqueued);
-                _cleanup_free_ char *id = q->enqueued[n - 1];
-                q->enqueued[n - 1] = NULL;
-                if (n == 1)
-                        q->enqueued = strv_free(q->enqueued);
+        /* Oldest first, as they arrived. */
+        while (q->n_enqueued > 0 && q->n_active < q->settings.active_limit && budget > 0) {
+                char id[QUEUE_ID_SIZE];
+                memcpy(id, q->enqueued[q->enqueued_head], QUEUE_ID_SIZE);
+                q->enqueued_head = (q->enqueued_head + 1) % q->enqueued_cap;
+                q->n_enqueued--;
                 budget--;
                 r = message_activate(q, QUEUE_INCOMING, id);
                 if (r < 0)
@@ -690,7 +705,7 @@ static int on_incoming(sd_event_source *s, void *userdata) {
                 if (!complete)
                         q->incoming_dirty = true;
         }
-        if ((q->enqueued || q->incoming_dirty) && q->n_active < q->settings.active_limit)
+        if ((q->n_enqueued > 0 || q->incoming_dirty) && q->n_active < q->settings.active_limit)
                 qmgr_kick_incoming(q);
         qmgr_update_idle(q);
         return 0;
@@ -851,7 +866,7 @@ static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 void qmgr_update_idle(Qmgr *q) {
-        bool idle = q->n_active == 0 && !q->scan && !q->enqueued && !q->incoming_dirty &&
+        bool idle = q->n_active == 0 && !q->scan && q->n_enqueued == 0 && !q->incoming_dirty &&
                     q->jobs_in_flight == 0;
         uint64_t now = now_realtime();
 
@@ -866,7 +881,7 @@ void qmgr_update_idle(Qmgr *q) {
         } else
                 (void) sd_event_source_set_enabled(q->idle_timer, SD_EVENT_OFF);
         (void) sd_notifyf(false, "STATUS=Queue: %zu incoming, %u active, %u deferred; "
-                          "%u deliveries in flight", strv_length(q->enqueued), q->n_active,
+                          "%u deliveries in flight", q->n_enqueued, q->n_active,
                           q->n_deferred, q->jobs_in_flight);
 }
 
@@ -979,7 +994,7 @@ static void qmgr_done(Qmgr *q) {
         q->scan = queue_scan_free(q->scan);
         free(q->scan_site);
         free(q->again_site);
-        strv_free(q->enqueued);
+        free(q->enqueued);
         sd_event_source_disable_unref(q->incoming_event);
         sd_event_source_disable_unref(q->incoming_retry);
         sd_event_source_disable_unref(q->scan_event);

@@ -189,8 +189,10 @@ struct Qmgr {
         bool sync_active_dir;           /* removals from active/ to make durable */
         sd_event_source *sync_event;
 
-        /* Incoming: ids announced by Enqueue, and whether incoming/ needs a scan. */
-        char **enqueued;
+        /* Incoming: ids announced by Enqueue (a ring, taken oldest first),
+         * and whether incoming/ needs a scan. */
+        char (*enqueued)[QUEUE_ID_SIZE];
+        size_t enqueued_head, n_enqueued, enqueued_cap;
         bool incoming_dirty;
         sd_event_source *incoming_event;
         sd_event_source *incoming_retry;
