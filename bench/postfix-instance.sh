@@ -6,8 +6,10 @@
 # SMTPS_PORT) plus the services Postfix's accept path needs: cleanup,
 # trivial-rewrite, qmgr and the discard transport for every recipient, so
 # that mail is accepted with Postfix's normal durability (cleanup fsyncs the
-# queue file before the 250) and then thrown away. Logs go to DIR/maillog
-# through postlogd, not to the system log. postfix_stop DIR stops it.
+# queue file before the 250) and then thrown away. With POSTFIX_RELAYHOST
+# set (e.g. [127.0.0.1]:2525) mail is relayed there by Postfix's smtp(8)
+# client instead (relay-bench.sh). Logs go to DIR/maillog through postlogd,
+# not to the system log. postfix_stop DIR stops it.
 
 postfix_start() {
         local dir=$1 port=$2 smtps_port=${3:-} cert=${4:-} key=${5:-}
@@ -36,6 +38,14 @@ postfix_start() {
                 "smtpd_tls_security_level = ${cert:+may}" \
                 "smtpd_tls_session_cache_database =" \
                 "default_process_limit = 200"
+        if [ -n "${POSTFIX_RELAYHOST:-}" ]; then
+                /usr/sbin/postconf -c "$dir/etc" -e \
+                        "relayhost = $POSTFIX_RELAYHOST" \
+                        "mynetworks = 127.0.0.0/8" \
+                        "mydestination = bench.example.test" \
+                        "default_transport = smtp" \
+                        "relay_transport = smtp"
+        fi
         cat > "$dir/etc/master.cf" <<MASTER
 127.0.0.1:$port inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
@@ -52,6 +62,7 @@ proxymap  unix  -       -       n       -       -       proxymap
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd

@@ -1,43 +1,62 @@
 #!/bin/bash
-# relay-bench.sh: relay throughput of postern's SMTP client, with Postfix's
-# smtp-sink as the far end on loopback.
+# relay-bench.sh: end-to-end relay throughput, smtp-source -> SMTP server ->
+# queue manager -> SMTP client -> smtp-sink, all on loopback, for postern and,
+# when stock Postfix is installed and we are root, for a private Postfix
+# instance with the same load in the same run, interleaved (postern,
+# postfix, postern, ...), with the ratio of the best rounds.
 #
-#   bench/relay-bench.sh [-m chain|direct] [-n MESSAGES] [-s SESSIONS] [-l SIZE] [-b BUILDDIR]
+#   bench/relay-bench.sh [-m chain|direct] [-n MESSAGES] [-t RECIPIENTS] [-s SESSIONS]
+#                        [-l SIZE] [-r ROUNDS] [-b BUILDDIR] [-P]
 #
-# chain (the default): smtp-source -> postern-smtpd -> postern-qmgr ->
-#   postern-deliver-remote -> smtp-sink, all under systemd-socket-activate
-#   (qmgr binds its own socket) with a private configuration, queue and
-#   runtime directory; relayhost = [127.0.0.1]:SINKPORT. The time runs from
-#   the first message sent until the queue is empty and smtp-sink has seen
-#   every message.
+# chain (the default): postern-smtpd (under systemd-socket-activate) ->
+#   postern-qmgr -> postern-deliver-remote (socket-activated) -> smtp-sink,
+#   with a private configuration, queue and runtime directory and
+#   relayhost = [127.0.0.1]:SINKPORT; Postfix: smtpd -> cleanup -> qmgr ->
+#   smtp -> its own smtp-sink, relayhost likewise (bench/postfix-instance.sh).
+#   A round runs from the first message sent until the queue is empty and
+#   smtp-sink has seen every message; it prints the rate, when the last
+#   message was received, and the CPU time (utime + stime from
+#   /proc/PID/stat, before and after the round) of each program per
+#   message. For Postfix the CPU of its daemons that exited during the
+#   round is in "exited" (the master's cutime + cstime).
 # direct: one queue file handed N times to Delivery1.Deliver() by
 #   test-deliver-client on one bus connection (one call at a time), so the
 #   figure is the SMTP client's own: connection reuse, pipelining, DATA.
 #
-# Defaults: 5000 messages of 4096 bytes, 1 recipient, 10 smtp-source
-# sessions. Everything started is stopped by PID and the work directory is
-# removed at the end.
+# Defaults: 5000 messages of 4096 bytes, 1 recipient (-t 10: ten recipients
+# per message, all at the same destination), 10 smtp-source sessions, 3
+# rounds; -P skips Postfix. Both servers make each message durable before
+# the 250 reply. Everything started is stopped by PID and the work
+# directory (under /var/tmp, a real disk) is removed at the end.
 set -euo pipefail
 
 mode=chain
 messages=5000
+rcpts=1
 sessions=10
 size=4096
+rounds=3
+with_postfix=1
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${POSTERN_BUILD_DIR:-$here/build}
 
-while getopts "m:n:s:l:b:" o; do
+while getopts "m:n:t:s:l:r:b:P" o; do
         case $o in
         m) mode=$OPTARG ;;
         n) messages=$OPTARG ;;
+        t) rcpts=$OPTARG ;;
         s) sessions=$OPTARG ;;
         l) size=$OPTARG ;;
+        r) rounds=$OPTARG ;;
         b) build=$OPTARG ;;
-        *) echo "usage: $0 [-m chain|direct] [-n messages] [-s sessions] [-l size] [-b builddir]" >&2
+        P) with_postfix=0 ;;
+        *) echo "usage: $0 [-m chain|direct] [-n messages] [-t recipients] [-s sessions]" \
+                "[-l size] [-r rounds] [-b builddir] [-P]" >&2
            exit 2 ;;
         esac
 done
 
+. "$(dirname "$0")/postfix-instance.sh"
 deliver=$build/src/deliver-remote/postern-deliver-remote
 client=$build/src/deliver-remote/test-deliver-client
 smtpd=$build/src/smtpd/postern-smtpd
@@ -46,11 +65,17 @@ smtp_sink=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
 smtp_source=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 [ -x "$deliver" ] || { echo "no $deliver: build first" >&2; exit 1; }
 [ -x "$smtp_sink" ] || { echo "smtp-sink (postfix) not installed" >&2; exit 1; }
+if [ "$mode" = chain ] && [ "$with_postfix" = 1 ] &&
+   { [ ! -x /usr/sbin/postfix ] || [ "$(id -u)" != 0 ]; }; then
+        echo "note: no stock Postfix (or not root): postern only" >&2
+        with_postfix=0
+fi
 
 work=$(mktemp -d /var/tmp/postern-relay-bench.XXXXXX)
-chmod 755 "$work"
+chmod 755 "$work"               # Postfix's daemons run as postfix
 pids=()
 cleanup() {
+        postfix_stop "$work/postfix"
         for p in "${pids[@]}"; do
                 kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
         done
@@ -75,8 +100,20 @@ wait_port() {
         return 1
 }
 
+# start_sink NAME: an smtp-sink on a free port (printed); smtp-sink drops
+# root for nobody and counts messages (-c) on stdout, in NAME.out.
+start_sink() {
+        local port
+        port=$(free_port)
+        "$smtp_sink" -u nobody -c "127.0.0.1:$port" 256 >"$work/$1.out" 2>&1 &
+        pids+=($!)
+        wait_port "$port" >&2
+        echo "$port"
+}
+sunk() { tail -c 100 "$work/$1.out" | tr '\r' '\n' | grep -Eo '[0-9]+' | tail -1 || echo 0; }
+
 mkdir -p "$work/conf/services.d" "$work/run" "$work/queue"/{incoming,active,deferred,hold,corrupt,maildrop,defer,bounce}
-sink_port=$(free_port)
+sink_port=$(start_sink sink)
 cat > "$work/conf/main.cf" <<CONF
 myhostname = bench.example.test
 mydomain = example.test
@@ -88,15 +125,11 @@ inet_protocols = ipv4
 max_idle = 600s
 CONF
 
-# smtp-sink drops root for nobody; it counts messages with -c on stdout.
-"$smtp_sink" -u nobody -c "127.0.0.1:$sink_port" 256 >"$work/sink.out" 2>&1 &
-pids+=($!)
-wait_port "$sink_port"
-
 export POSTERN_RUNTIME_DIR=$work/run
 systemd-socket-activate -l "$work/run/deliver-remote" -E POSTERN_LOG_TARGET=stderr \
         -E POSTERN_RUNTIME_DIR "$deliver" -c "$work/conf" 2>"$work/deliver.log" &
-pids+=($!)
+dpid=$!
+pids+=($dpid)
 for _ in $(seq 100); do [ -S "$work/run/deliver-remote" ] && break; sleep 0.05; done
 
 ticks=$(getconf CLK_TCK)
@@ -135,31 +168,90 @@ smtpd_port=$(free_port)
 systemd-socket-activate -l "127.0.0.1:$smtpd_port" --fdname=smtpd -E POSTERN_LOG_TARGET=stderr \
         -E POSTERN_RUNTIME_DIR -E "POSTERN_QMGR_SOCKET=$work/run/qmgr" \
         "$smtpd" --service=smtpd -c "$work/conf" 2>"$work/smtpd.log" &
-pids+=($!)
+spid=$!
+pids+=($spid)
 wait_port "$smtpd_port"
 
-sunk() { tail -c 100 "$work/sink.out" | tr '\r' '\n' | grep -Eo '[0-9]+' | tail -1 || echo 0; }
-sink0=$(sunk)
-t0=$(now)
-"$smtp_source" -s "$sessions" -l "$size" -m "$messages" -f sender@example.org \
-        -t user@example.net -c "127.0.0.1:$smtpd_port" >/dev/null
-t_in=$(now)
-deadline=$((SECONDS + 600))
-while :; do
-        left=$(find "$work/queue/incoming" "$work/queue/active" -type f ! -name '.*' | wc -l)
-        got=$(( $(sunk) - sink0 ))
-        [ "$left" -eq 0 ] && [ "$got" -ge "$messages" ] && break
-        if [ $SECONDS -gt $deadline ]; then
-                echo "error: timed out with $left messages in the queue, $got at smtp-sink" >&2
-                exit 1
+if [ "$with_postfix" = 1 ]; then
+        pf_sink_port=$(start_sink pf-sink)
+        pf_port=$(free_port)
+        POSTFIX_RELAYHOST="[127.0.0.1]:$pf_sink_port" postfix_start "$work/postfix" "$pf_port"
+fi
+
+# CPU snapshots: "program ticks" lines.
+cpu_postern() {
+        echo "smtpd $(proc_tree_cpu "$spid")"
+        echo "qmgr $(proc_tree_cpu "$qpid")"
+        echo "deliver-remote $(proc_tree_cpu "$dpid")"
+}
+cpu_postfix() {
+        local m p
+        m=$(tr -d ' ' < "$work/postfix/spool/pid/master.pid")
+        awk '{ print "master", $14 + $15; print "exited", $16 + $17 }' "/proc/$m/stat"
+        for p in $(cat "/proc/$m/task/$m/children" 2>/dev/null); do
+                [ -r "/proc/$p/stat" ] || continue
+                awk '{ gsub(/[()]/, "", $2); print $2, $14 + $15 }' "/proc/$p/stat" 2>/dev/null || true
+        done
+}
+# cpu_report BEFORE AFTER: "total-ms-per-message (program ms, ...)".
+cpu_report() {
+        awk -v t="$ticks" -v n="$messages" 'NR == FNR { b[$1] += $2; next } { a[$1] += $2 }
+                END {
+                        for (k in a) { d = (a[k] - b[k]) * 1000 / t / n; tot += d
+                                       if (d >= 0.005) s = s sprintf("%s%s %.2f", s ? ", " : "", k, d) }
+                        printf "%.2f ms CPU per message (%s)", tot, s
+                }' "$1" "$2"
+}
+
+# round NAME PORT SINK QUEUEDIR: one load; prints the rate, sets $rate.
+round() {
+        local name=$1 port=$2 sink=$3 qdir=$4 sink0 t0 t_in t1 left got deadline deferred
+        local cpu0=$work/cpu0 cpu1=$work/cpu1
+        sink0=$(sunk "$sink")
+        "cpu_$name" > "$cpu0"
+        t0=$(now)
+        "$smtp_source" -s "$sessions" -l "$size" -m "$messages" -r "$rcpts" \
+                -f sender@example.org -t user@example.net -c "127.0.0.1:$port" >/dev/null
+        t_in=$(now)
+        deadline=$((SECONDS + 900))
+        while :; do
+                left=$(find "$qdir/incoming" "$qdir/active" "$qdir/maildrop" -type f ! -name '.*' \
+                        2>/dev/null | wc -l)
+                got=$(( $(sunk "$sink") - sink0 ))
+                [ "$left" -eq 0 ] && [ "$got" -ge "$messages" ] && break
+                if [ $SECONDS -gt $deadline ]; then
+                        echo "error: $name timed out with $left messages in the queue," \
+                             "$got at smtp-sink" >&2
+                        exit 1
+                fi
+                sleep 0.05
+        done
+        t1=$(now)
+        "cpu_$name" > "$cpu1"
+        deferred=$(find "$qdir/deferred" -type f | wc -l)
+        rate=$(echo "$messages / ($t1 - $t0)" | bc -l)
+        printf "round %d %-7s %5.0f msg/s (all received after %.2f s, relayed after %.2f s), %s" \
+               "$r" "$name:" "$rate" "$(echo "$t_in - $t0" | bc -l)" "$(echo "$t1 - $t0" | bc -l)" \
+               "$(cpu_report "$cpu0" "$cpu1")"
+        [ "$deferred" -gt 0 ] && printf ", %d deferred" "$deferred"
+        printf "\n"
+}
+
+echo "relay chain: $messages messages of $size bytes, $rcpts recipient(s) each," \
+     "$sessions smtp-source sessions, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+best_postern=0 best_postfix=0
+for r in $(seq "$rounds"); do
+        round postern "$smtpd_port" sink "$work/queue"
+        [ "$(echo "$rate > $best_postern" | bc)" = 1 ] && best_postern=$rate
+        if [ "$with_postfix" = 1 ]; then
+                round postfix "$pf_port" pf-sink "$work/postfix/spool"
+                [ "$(echo "$rate > $best_postfix" | bc)" = 1 ] && best_postfix=$rate
         fi
-        sleep 0.1
 done
-t1=$(now)
-deferred=$(find "$work/queue/deferred" -type f | wc -l)
-awk -v n="$messages" -v t0="$t0" -v ti="$t_in" -v t1="$t1" -v s="$sessions" -v l="$size" \
-    -v d="$deferred" 'BEGIN {
-        printf "relay chain: %d messages of %d bytes, %d smtp-source sessions: received in " \
-               "%.2f s, relayed in %.2f s: %.0f msg/s end to end, %d deferred\n",
-               n, l, s, ti - t0, t1 - t0, n / (t1 - t0), d
-}'
+printf "best of %d: postern %.0f msg/s" "$rounds" "$best_postern"
+if [ "$with_postfix" = 1 ]; then
+        printf "; postfix %s %.0f msg/s; ratio %.2f" \
+                "$(/usr/sbin/postconf -c "$work/postfix/etc" -h mail_version)" "$best_postfix" \
+                "$(echo "$best_postern / $best_postfix" | bc -l)"
+fi
+printf " (load average after: %s)\n" "$(cut -d' ' -f1-3 /proc/loadavg)"
