@@ -401,6 +401,46 @@ def test_requeue_expands_aliases_again(make_queue):
     assert ('c@remote.test', 'sent') in got and ('b@slow.test', 'sent') not in got
 
 
+def test_requeue_runs_header_checks_again(make_queue):
+    """postsuper -r sends a message through the header processing again, as
+    Postfix's requeue through cleanup: header_checks PREPEND changes the
+    queued message, HOLD moves it to the hold queue, REJECT bounces it."""
+    q = make_queue('minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\n')
+    hc = os.path.join(q.tmp, 'header_checks')
+    with open(hc, 'w') as f:
+        f.write('/^Subject: hello/ PREPEND X-Requeued: yes\n'
+                '/^Subject: hold me/ HOLD inspect this\n'
+                '/^Subject: spam/ REJECT no spam here\n'
+                '/^X-Drop-Me:/ IGNORE\n')
+    with open(os.path.join(q.confdir, 'main.cf'), 'a') as f:
+        f.write('header_checks = regexp:%s\n' % hc)
+    q.set_rules('*@slow.test deferred 4.4.1 later\n')
+    q.start_agent()
+    a = q.inject('alice@example.org', ['a@slow.test'],
+                 content='Received: by test\nX-Drop-Me: 1\n  folded\nSubject: hello\n\nbody a\n')
+    b = q.inject('alice@example.org', ['b@slow.test'],
+                 content='Received: by test\nSubject: hold me\n\nbody b\n')
+    c = q.inject('alice@example.org', ['c@slow.test'],
+                 content='Received: by test\nSubject: spam\n\nbody c\n')
+    q.start_qmgr()
+    wait_for(lambda: q.files('deferred') == sorted([a, b, c]), what='all deferred')
+    # The queue manager does not check new mail (smtpd did).
+    assert b'X-Requeued' not in q.read(a)[1]
+    r = q.tool('postsuper', '-r', 'ALL')
+    assert r.stderr == 'postsuper: Requeued: 3 messages\n', r.stderr
+    q.wait_log('%s: to=<c@slow.test>, relay=none, delay=' % c)
+    line = q.log_lines('%s: to=<c@slow.test>, relay=none' % c)[0]
+    assert 'dsn=5.7.1, status=bounced (no spam here)' in line, line
+    q.wait_log('%s: removed' % c)
+    wait_for(lambda: q.files('hold') == [b], what='b on hold')
+    assert q.log_lines('%s: hold: header Subject: hold me' % b)
+    q.wait_log('%s: to=<a@slow.test>' % a, count=2)
+    wait_for(lambda: q.files('deferred') == [a], what='a deferred again')
+    content = q.read(a)[1].decode()
+    assert content == 'Received: by test\nX-Requeued: yes\nSubject: hello\n\nbody a\n', content
+    assert q.read(a)[2]['size'] == str(len(content))
+
+
 def test_postcat(make_queue):
     q = make_queue()
     qid = q.inject('alice@example.org', ['bob@remote.test'],
@@ -665,6 +705,10 @@ def test_posternctl_queue_json_commands(make_queue):
     assert json.loads(r.stdout) == {'command': 'flush'}
     r = q.tool('posternctl', 'queue', '--json', 'flush', 'slow.test')
     assert json.loads(r.stdout) == {'command': 'flush', 'site': 'slow.test'}
+    # Let the retries end before the queue manager is stopped.
+    q.wait_log('%s: to=<x@slow.test>' % a, count=4)
+    wait_for(lambda: (lambda st: st['active'] == 0 and st['in_flight'] == 0 and
+                      not st['scanning_deferred'])(queue_status(q)), what='a quiet queue')
 
 
 def test_postcat_envelope_only(make_queue):

@@ -131,6 +131,7 @@ void qmgr_settings_done(QmgrSettings *s) {
         qmgr_domain_list_done(&s->virtual_mailbox_domains);
         map_list_free(s->transport_maps);
         map_list_free(s->virtual_alias_maps);
+        map_list_free(s->header_checks);
         *s = (QmgrSettings) {0};
 }
 
@@ -180,6 +181,11 @@ static int settings_load(Config *c, Diag *diags, QmgrSettings *s) {
                 return r;
         if ((r = open_maps(c, P_TRANSPORT_MAPS, diags, &s->transport_maps)) < 0 ||
             (r = open_maps(c, P_VIRTUAL_ALIAS_MAPS, diags, &s->virtual_alias_maps)) < 0)
+                return r;
+        /* As smtpd opens them (no key folding): for requeued mail. */
+        if (conf_get_list(c, P_HEADER_CHECKS) && conf_get_list(c, P_HEADER_CHECKS)[0] &&
+            (r = map_list_open(conf_get_list(c, P_HEADER_CHECKS), 0, diags,
+                               &s->header_checks)) < 0)
                 return r;
         s->transport_maps_parent = strv_contains(parent, "transport_maps");
         s->alias_recursion_limit = clamp_uint(conf_get_int(c, P_VIRTUAL_ALIAS_RECURSION_LIMIT), 1);
@@ -310,6 +316,7 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
         QueueEnvelope env = {0};
         char **errors = NULL;
         size_t n_errors_rcpts = 0;
+        _cleanup_(qmgr_header_verdict_done) QmgrHeaderVerdict verdict = {0};
         QmgrMessage *m;
         struct stat st;
         int r;
@@ -347,6 +354,16 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
         }
 
         if (streq(from, QUEUE_INCOMING)) {
+                /* postsuper -r: the header processing again (qmgr-header.c). */
+                if (env.flags & QUEUE_FLAG_REQUEUE) {
+                        r = qmgr_header_requeue(q, id, &fd, &env, &verdict);
+                        if (r < 0) {
+                                log_warning("%s: header_checks failed: %s; deferring", id,
+                                            strerror(-r));
+                                queue_envelope_done(&env);
+                                return r;
+                        }
+                }
                 r = qmgr_alias_expand(q, &env, &errors);
                 n_errors_rcpts = env.n_rcpts;
                 if (r < 0) {
@@ -383,6 +400,12 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                                 return r == -EBADMSG ? 0 : r;
                         }
                 }
+        }
+        if (verdict.action == QMGR_HEADER_HOLD) {
+                queue_envelope_done(&env);
+                free_errors(errors, n_errors_rcpts);
+                r = queue_move(q->queue_fd, id, from, QUEUE_HOLD);
+                return r == -ENOENT ? 0 : r;
         }
         if (!streq(from, QUEUE_ACTIVE)) {
                 r = queue_move(q->queue_fd, id, from, QUEUE_ACTIVE);
@@ -427,6 +450,15 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
         if (errors && n_errors_rcpts == m->env.n_rcpts)
                 log_alias_errors(m, errors);
         free_errors(errors, n_errors_rcpts);
+        if (verdict.action == QMGR_HEADER_REJECT || verdict.action == QMGR_HEADER_DISCARD) {
+                bool reject = verdict.action == QMGR_HEADER_REJECT;
+                for (size_t i = 0; i < m->env.n_rcpts; i++)
+                        if (m->env.rcpts[i].status == QUEUE_RCPT_PENDING && !m->rcpts[i].notice)
+                                qmgr_record_result(m, i, reject ? "bounced" : "sent",
+                                                   reject ? "5.7.1" : "2.0.0", "none",
+                                                   reject ? strempty(verdict.text) : "discarded",
+                                                   m->active_usec);
+        }
 
         for (size_t i = 0; i < m->env.n_rcpts; i++) {
                 QueueRecipient *rc = &m->env.rcpts[i];

@@ -64,6 +64,7 @@ typedef struct QmgrSettings {
         MapList *transport_maps;
         bool transport_maps_parent;     /* ".domain" keys (parent_domain_matches_subdomains) */
         MapList *virtual_alias_maps;
+        MapList *header_checks;         /* for requeued mail (qmgr-header.c) */
         unsigned alias_recursion_limit;
         unsigned alias_expansion_limit;
         uint64_t min_backoff_usec;
@@ -322,6 +323,29 @@ QmgrAgent *qmgr_agent_for_transport(Qmgr *q, const char *transport);
  * -> "dsn text"), an array of env->n_rcpts strings (caller frees with
  * strv-like loop): the caller bounces them. */
 int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors);
+
+/* qmgr-header.c */
+typedef enum QmgrHeaderAction {
+        QMGR_HEADER_NONE,
+        QMGR_HEADER_REJECT,     /* bounce every pending recipient (5.7.1 text) */
+        QMGR_HEADER_DISCARD,    /* drop the message, reporting success */
+        QMGR_HEADER_HOLD,       /* to the hold queue */
+} QmgrHeaderAction;
+
+typedef struct QmgrHeaderVerdict {
+        QmgrHeaderAction action;
+        char *text;             /* owned; the check's text, "" for none */
+} QmgrHeaderVerdict;
+
+/* Runs header_checks over a requeued message open (and locked) at *fd in
+ * incoming/ as id, with its envelope env. When a check changed the
+ * header section, the file is written anew under the same ID and *fd and
+ * *env are replaced by the new file's (1 returned); 0 when nothing
+ * changed. The message-wide action lands in *ret (the caller calls
+ * qmgr_header_verdict_done()). < 0: lookup or I/O failure, try later. */
+int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
+                        QmgrHeaderVerdict *ret);
+void qmgr_header_verdict_done(QmgrHeaderVerdict *v);
 
 /* qmgr-bounce.c */
 typedef enum QmgrNotice {

@@ -75,24 +75,32 @@ static int run_all(int qfd, Op op, const char *queue, unsigned *count) {
 
         if (queue)
                 queues = one;
+        /* Collect all queues first: the operations move files between
+         * queues (a requeued message may land in hold/ through
+         * header_checks), and no message is acted on twice. Each ID keeps
+         * the queue it was found in ("queue\tid"). */
+        _cleanup_strv_free_ char **ids = NULL;
         for (size_t k = 0; queues[k]; k++) {
                 _cleanup_(queue_scan_freep) QueueScan *scan = NULL;
-                _cleanup_strv_free_ char **ids = NULL;
                 char id[QUEUE_ID_SIZE];
 
-                /* Collect first: the operations move files within the scan. */
                 r = queue_scan_new(qfd, queues[k], &scan);
-                while (r >= 0 && (r = queue_scan_next(scan, id, NULL)) > 0)
-                        if (strv_extend(&ids, id) < 0)
+                while (r >= 0 && (r = queue_scan_next(scan, id, NULL)) > 0) {
+                        _cleanup_free_ char *e = strdup_printf("%zu\t%s", k, id);
+                        if (!e || strv_extend(&ids, e) < 0)
                                 return -ENOMEM;
+                }
                 if (r < 0) {
                         fprintf(stderr, "postsuper: fatal: cannot scan %s: %s\n", queues[k],
                                 strerror(-r));
                         return r;
                 }
-                STRV_FOREACH(i, ids)
-                        if (apply(qfd, op, *i, queues[k]) > 0)
-                                (*count)++;
+        }
+        STRV_FOREACH(i, ids) {
+                char *tab = strchr(*i, '\t');
+                size_t k = strtoul(*i, NULL, 10);
+                if (apply(qfd, op, tab + 1, queues[k]) > 0)
+                        (*count)++;
         }
         return 0;
 }
