@@ -504,6 +504,25 @@ def test_connection_reuse(make):
     assert [e['line'] for e in p.events('cmd')][-1] == 'QUIT'
 
 
+def test_reused_connection_pipelines_rset(make):
+    """With PIPELINING the RSET that tests a cached connection goes out
+    with MAIL, RCPT and DATA in one group: the peer has them all even when
+    it refuses the RSET, and the message then goes out on a new
+    connection."""
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING'], replies={'RSET': '421 4.3.2 going away'})
+    d = deliverer('smtp_connection_cache_time_limit = 5s\n')
+    r1, _ = d.deliver(d.message(['a@peer.example']))
+    r2, _ = d.deliver(d.message(['b@peer.example']))
+    assert r1[0][0] == 'relayed' and r2[0][0] == 'relayed', (r1, r2)
+    wait_for(lambda: len(p.events('connect')) == 2 and len(p.events('message')) == 2,
+             what='second message on a new connection')
+    first = [e['line'] for e in p.events('cmd') if e['conn'] == 1]
+    i = first.index('RSET')
+    assert [c.split(':')[0] for c in first[i:i + 4]] == ['RSET', 'MAIL FROM', 'RCPT TO', 'DATA'], first
+    assert [e['conn'] for e in p.events('message')] == [1, 2]
+
+
 def test_no_reuse_when_disabled(make):
     deliverer, peer = make
     p = peer()
