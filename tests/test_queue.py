@@ -834,3 +834,65 @@ def test_qmgr_stays_up_while_deferred_mail_is_due_soon(make_queue):
     q2.qmgr.wait(timeout=20)
     assert q2.qmgr.returncode == 0
     assert q2.files('deferred') == [qid]
+
+
+def test_unprivileged_sendmail_through_setgid_postdrop(make_queue):
+    """meson install gives postdrop mode 2755 and group postdrop; with it
+    a user who cannot write maildrop/ (1730 root:postdrop) submits mail
+    with sendmail, and pickup takes it. postdrop ignores
+    $POSTERN_CONFIG_DIR for users, so this runs in a private mount
+    namespace whose /etc/postern holds the test's main.cf."""
+    import grp
+    import shutil as sh
+    q = make_queue()
+    dest = os.path.join(q.tmp, 'dest')
+    r = subprocess.run(['meson', 'install', '-C', os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.dirname(TOOLS['postdrop'])))), '--no-rebuild', '--quiet'],
+        env=dict(os.environ, DESTDIR=dest), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    prefix = subprocess.run(['meson', 'introspect', '--buildoptions', os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.dirname(TOOLS['postdrop']))))],
+        capture_output=True, text=True, check=True).stdout
+    prefix = [o['value'] for o in json.loads(prefix) if o['name'] == 'prefix'][0]
+    postdrop = dest + prefix + '/sbin/postdrop'
+    sendmail = dest + prefix + '/sbin/sendmail'
+    st = os.stat(postdrop)
+    assert oct(st.st_mode & 0o7777) == '0o2755', oct(st.st_mode)
+    assert st.st_uid == 0 and grp.getgrgid(st.st_gid).gr_name == 'postdrop'
+    # The layout of tmpfiles.d/postern.conf.
+    for d in (q.tmp, q.queue, dest):
+        os.chmod(d, 0o755)
+    maildrop = os.path.join(q.queue, 'maildrop')
+    os.chown(maildrop, 0, grp.getgrnam('postdrop').gr_gid)
+    os.chmod(maildrop, 0o1730)
+    script = '''set -e
+keep=$(mktemp -d)
+cp -a /etc/passwd /etc/group /etc/nsswitch.conf "$keep"/
+[ -e /etc/ld.so.cache ] && cp -a /etc/ld.so.cache "$keep"/
+mount -t tmpfs -o mode=755 tmpfs /etc
+cp -a "$keep"/. /etc/
+chmod 755 /etc
+mkdir -m 755 /etc/postern
+cp "$1" /etc/postern/main.cf
+chmod 644 /etc/postern/main.cf
+exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin \
+    ASAN_OPTIONS=detect_leaks=0 POSTERN_POSTDROP="$2" POSTERN_LOG_TARGET=stderr \
+    "$3" -f nobody@example.test bob@remote.test
+'''
+    r = subprocess.run(['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, 'sh',
+                        os.path.join(q.confdir, 'main.cf'), postdrop, sendmail],
+                       input='Subject: from nobody\n\nhello\n', capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (qid,) = q.files('maildrop')
+    st = os.stat(os.path.join(maildrop, qid))
+    assert st.st_uid == 65534, st
+    # A user cannot list or read maildrop/ itself.
+    r = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'ls',
+                        maildrop], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert q.pickup().returncode == 0
+    (qid,) = q.files('incoming')
+    env = q.read(qid)[2]
+    assert env['sender'] == 'nobody@example.test' and env['uid'] == '65534'
+    assert env['rcpt'] == [('-', '-', '-', 'bob@remote.test')]
