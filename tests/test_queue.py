@@ -326,6 +326,10 @@ def test_mailq_for_unprivileged_users(make_queue):
     # postqueue -f is for every user too (authorized_flush_users).
     r = as_nobody(q, 'postqueue', '-f')
     assert r.returncode == 0, r.stderr
+    # posternctl reads the queue itself: an error, not an empty listing.
+    r = as_nobody(q, 'posternctl', 'queue', 'list')
+    assert r.returncode == 1 and 'message' not in r.stdout, r
+    assert 'cannot read the' in r.stderr and 'Permission denied' in r.stderr, r.stderr
     # An empty queue is still reported as such.
     assert q.tool('postsuper', '-d', 'ALL').returncode == 0
     r = as_nobody(q, 'postqueue', '-p')

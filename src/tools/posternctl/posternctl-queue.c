@@ -57,6 +57,15 @@ static int open_queue(const char *config_dir, int *ret) {
 
 static int queue_list(int qfd, bool json) {
         unsigned count = 0;
+
+        /* An unreadable queue is an error, never an empty listing. */
+        for (size_t k = 0; queue_names[k]; k++)
+                if (faccessat(qfd, queue_names[k], R_OK | X_OK, 0) < 0 && errno != ENOENT) {
+                        fprintf(stderr, "posternctl: error: cannot read the %s queue: %m "
+                                "(postqueue -p lists the queue for every user)\n",
+                                queue_names[k]);
+                        return -errno;
+                }
         if (!json)
                 printf("%-16s %-8s %10s %-19s %s\n", "ID", "QUEUE", "SIZE", "ARRIVAL", "SENDER / RECIPIENTS");
         for (size_t k = 0; queue_names[k]; k++) {
@@ -101,6 +110,11 @@ static int queue_list(int qfd, bool json) {
                                                e.rcpts[i].reason ? ")" : "");
                         }
                         queue_list_entry_done(&e);
+                }
+                if (r < 0) {
+                        fprintf(stderr, "posternctl: error: cannot scan the %s queue: %s\n",
+                                queue_names[k], strerror(-r));
+                        return r;
                 }
         }
         if (!json)
