@@ -426,12 +426,14 @@ def test_requeue_runs_header_checks_again(make_queue):
                  content='Received: by test\nSubject: hold me\n\nbody b\n')
     c = q.inject('alice@example.org', ['c@slow.test'],
                  content='Received: by test\nSubject: spam\n\nbody c\n')
+    # No header section at all: "Subject: spam" is body text here.
+    d = q.inject('alice@example.org', ['d@slow.test'], content='\nSubject: spam\n')
     q.start_qmgr()
-    wait_for(lambda: q.files('deferred') == sorted([a, b, c]), what='all deferred')
+    wait_for(lambda: q.files('deferred') == sorted([a, b, c, d]), what='all deferred')
     # The queue manager does not check new mail (smtpd did).
     assert b'X-Requeued' not in q.read(a)[1]
     r = q.tool('postsuper', '-r', 'ALL')
-    assert r.stderr == 'postsuper: Requeued: 3 messages\n', r.stderr
+    assert r.stderr == 'postsuper: Requeued: 4 messages\n', r.stderr
     q.wait_log('%s: to=<c@slow.test>, relay=none, delay=' % c)
     line = q.log_lines('%s: to=<c@slow.test>, relay=none' % c)[0]
     assert 'dsn=5.7.1, status=bounced (no spam here)' in line, line
@@ -439,7 +441,10 @@ def test_requeue_runs_header_checks_again(make_queue):
     wait_for(lambda: q.files('hold') == [b], what='b on hold')
     assert q.log_lines('%s: hold: header Subject: hold me' % b)
     q.wait_log('%s: to=<a@slow.test>' % a, count=2)
-    wait_for(lambda: q.files('deferred') == [a], what='a deferred again')
+    q.wait_log('%s: to=<d@slow.test>' % d, count=2)
+    wait_for(lambda: q.files('deferred') == sorted([a, d]), what='a and d deferred again')
+    assert q.read(d)[1] == b'\nSubject: spam\n'
+    assert not q.log_lines('%s: to=<d@slow.test>, relay=none' % d)
     content = q.read(a)[1].decode()
     assert content == 'Received: by test\nX-Requeued: yes\nSubject: hello\n\nbody a\n', content
     assert q.read(a)[2]['size'] == str(len(content))

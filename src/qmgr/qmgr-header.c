@@ -163,9 +163,10 @@ int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
                 return -EBADMSG;
         content[len] = '\0';
 
-        /* The header section: up to the first empty line. */
-        hdr_len = len;
-        for (size_t i = 0; i < len; i++)
+        /* The header section: up to the first empty line (none when the
+         * content starts with one). */
+        hdr_len = len > 0 && content[0] == '\n' ? 0 : len;
+        for (size_t i = 0; i < len && hdr_len > 0; i++)
                 if (content[i] == '\n' && (i + 1 == len || content[i + 1] == '\n')) {
                         hdr_len = i + 1;
                         break;
