@@ -790,6 +790,10 @@ def test_slow_destination_does_not_starve_others(make_queue):
     assert len(done_slow) <= 2, done_slow
     started = {d['call'] for d in q.deliveries() if d['rcpt'].endswith('@slow.test')}
     assert len(started) <= 4, started
+    # The slow mail is delivered too, in its own time.
+    for qid in slow:
+        q.wait_log('%s: removed' % qid, timeout=30)
+    assert not q.log_lines('status=deferred')
 
 
 def test_backoff_grows_with_age(make_queue):
@@ -905,3 +909,25 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bi
     env = q.read(qid)[2]
     assert env['sender'] == 'nobody@example.test' and env['uid'] == '65534'
     assert env['rcpt'] == [('-', '-', '-', 'bob@remote.test')]
+
+
+def test_round_robin_between_destinations(make_queue):
+    """With one delivery at a time (default_process_limit = 1), destinations
+    take turns: mail for a fast destination queued after five messages
+    for a slow one does not wait for all of them."""
+    q = make_queue('default_process_limit = 1\n')
+    q.set_rules('slow *@slow.test 700\n')
+    q.start_agent()
+    slow = [q.inject('alice@example.org', ['s%d@slow.test' % i]) for i in range(5)]
+    fast = [q.inject('alice@example.org', ['f%d@fast.test' % i]) for i in range(5)]
+    q.start_qmgr()
+    for qid in slow + fast:
+        q.wait_log('%s: removed' % qid, timeout=30)
+    assert not q.log_lines('status=deferred')
+    order = ['slow' if '@slow.test' in l else 'fast' for l in q.log_lines('status=sent')]
+    assert sorted(order) == ['fast'] * 5 + ['slow'] * 5, order
+    # Turns: never more than two slow deliveries in a row while fast mail
+    # waits (FIFO would give five).
+    first_fast = order.index('fast')
+    assert first_fast <= 2, order
+    assert 'slow, slow, slow' not in ', '.join(order[:order.index('fast', 0) + 8]), order

@@ -183,7 +183,9 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
                 if (r >= 0)
                         reply = NULL;   /* owned by the timer */
                 rules_done(&rules);
-                return r;
+                /* 1: handled, the reply follows (0 would mean "no such
+                 * method" to sd-bus). */
+                return r < 0 ? r : 1;
         }
         rules_done(&rules);
         if (r < 0)
