@@ -441,9 +441,19 @@ def journal_cursor(ct):
     return m.group(1)
 
 
-def journal_after(ct, cursor, *args):
-    return ct.journal('--after-cursor', cursor, *args)
+def journal_entries(ct, cursor):
+    """The journal entries after cursor, as dicts. (A field or unit match
+    together with --after-cursor missed entries now and then in the
+    container, so the matching is done here.)"""
+    return [json.loads(line) for line in
+            ct.journal('--after-cursor', cursor, '-o', 'json').splitlines() if line]
 
+
+def journal_after(ct, cursor, unit=None):
+    """The messages after cursor, one a line; with unit, only those of the
+    unit and those systemd logs about it (as journalctl -u)."""
+    return '\n'.join(str(e.get('MESSAGE')) for e in journal_entries(ct, cursor)
+                     if not unit or unit in (e.get('_SYSTEMD_UNIT'), e.get('UNIT')))
 
 def queue_id_of(out):
     m = re.search(r'250 2\.0\.0 Ok: queued as (\S+)', out)
@@ -499,7 +509,7 @@ def test_reload_of_the_target_reaches_every_running_role(ct):
         r = ct.systemctl('reload', 'postern.target', check=False)
         assert r.returncode == 0, r.stderr
         for unit, text in RELOADABLE.items():
-            wait_for(lambda: text in journal_after(ct, cursor, '-u', unit),
+            wait_for(lambda: text in journal_after(ct, cursor, unit),
                      what='the reload of ' + unit)
         # Reloaded in place; deliver-remote finished its (no) deliveries and
         # exited cleanly, for its socket to start it with the new settings.
@@ -540,7 +550,7 @@ def test_reload_refuses_a_broken_configuration(ct):
         r = ct.systemctl('reload', 'postern-smtpd.service', check=False)
         assert r.returncode != 0, r.stdout + r.stderr
         log = wait_for(lambda: (lambda t: t if where in t else None)(
-            journal_after(ct, cursor, '-u', 'postern-smtpd.service')),
+            journal_after(ct, cursor, 'postern-smtpd.service')),
             what='the refusal in the journal')
         assert 'max_idle' in log, log
         # ... and the running service goes on with the old configuration.
@@ -550,12 +560,9 @@ def test_reload_refuses_a_broken_configuration(ct):
         # A SIGHUP that reaches a daemon without the check is refused by the
         # daemon: logged with FILE:LINE and the config-error MESSAGE_ID.
         ct.run(['kill', '-HUP', qmgr_pid])
-        # (Entries read without a field match: a _PID= or -u match after a
-        # cursor missed entries now and then in this container.)
 
         def refusal():
-            entries = [json.loads(line) for line in
-                       journal_after(ct, cursor, '-o', 'json').splitlines() if line]
+            entries = journal_entries(ct, cursor)
             mine = [e for e in entries if e.get('_PID') == qmgr_pid]
             if any('Reload failed' in str(e.get('MESSAGE')) for e in mine):
                 return mine
@@ -729,6 +736,103 @@ def test_client_key_as_a_credential(ct):
         ct.systemctl('reload', 'postern.target', check=False)
 
 
+# An SMTP server on 127.0.0.2:2525 for one connection: prints the EHLO name
+# and "got-data" when the message is in, and with argv[1] == "hold" answers
+# the end of data only after a line on its stdin.
+HOLD_PEER = r'''
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.2", 2525))
+srv.listen(1)
+srv.settimeout(60)
+print("listening", flush=True)
+c, _ = srv.accept()
+c.settimeout(60)
+f = c.makefile("rb")
+def send(text):
+    c.sendall(text.encode() + b"\r\n")
+send("220 peer.example ESMTP")
+while True:
+    line = f.readline()
+    if not line:
+        break
+    cmd = line.decode().strip()
+    if cmd.upper().startswith("EHLO"):
+        print("ehlo", cmd[5:], flush=True)
+        send("250-peer.example")
+        send("250 8BITMIME")
+    elif cmd.upper() == "DATA":
+        send("354 go ahead")
+        while f.readline() not in (b".\r\n", b""):
+            pass
+        print("got-data", flush=True)
+        if sys.argv[1] == "hold":
+            sys.stdin.readline()
+        send("250 2.0.0 queued")
+    elif cmd.upper() == "QUIT":
+        send("221 2.0.0 bye")
+        break
+    else:
+        send("250 2.0.0 ok")
+'''
+
+
+def test_reload_of_remote_delivery_finishes_in_flight_work_first(ct):
+    with open(os.path.join(ct.confdir, 'transport'), 'w') as f:
+        f.write('peer.example smtp:[127.0.0.2]:2525\n')
+    ct.run(['/usr/local/sbin/postconf', '-e', 'transport_maps = texthash:/etc/postern/transport',
+            'smtp_helo_name = before.example'])
+    ct.systemctl('stop', 'postern-deliver-remote.service')
+    ct.systemctl('reload', 'postern.target')
+
+    def start_peer(mode):
+        p = subprocess.Popen(ct.net_cmd(['python3', '-c', HOLD_PEER, mode]),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == 'listening\n'
+        return p
+
+    def send(subject):
+        return queue_id_of(smtp_script(ct, 25, [
+            'EHLO client.example', 'MAIL FROM:<>', 'RCPT TO:<carol@peer.example>', 'DATA',
+            'DATA_BODY Subject: %s\\n\\nbody\\n.' % subject, 'QUIT']))
+    peers = []
+    try:
+        peers.append(start_peer('hold'))
+        qid = send('remote-before-reload')
+        assert peers[0].stdout.readline() == 'ehlo before.example\n'
+        assert peers[0].stdout.readline() == 'got-data\n'
+        pid = show(ct, 'postern-deliver-remote.service', 'MainPID')
+        cursor = journal_cursor(ct)
+        # A delivery is in flight: the reload lets it finish, then exits.
+        ct.run(['/usr/local/sbin/postconf', '-e', 'smtp_helo_name = after.example'])
+        r = ct.systemctl('reload', 'postern-deliver-remote.service', check=False)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: '1 delivery in progress finishes' in
+                 journal_after(ct, cursor, 'postern-deliver-remote.service'),
+                 what='the reload of deliver-remote')
+        assert show(ct, 'postern-deliver-remote.service', 'MainPID') == pid
+        peers[0].stdin.write('go\n')
+        peers[0].stdin.flush()
+        wait_for(lambda: 'status=sent' in ct.journal('POSTERN_QUEUE_ID=' + qid),
+                 what='the delivery in flight')
+        wait_for(lambda: ct.is_active('postern-deliver-remote.service') == 'inactive',
+                 what='deliver-remote exit after its delivery')
+        assert show(ct, 'postern-deliver-remote.service', 'Result') == 'success'
+        # The next delivery starts a new process with the new configuration.
+        peers.append(start_peer('pass'))
+        send('remote-after-reload')
+        assert peers[1].stdout.readline() == 'ehlo after.example\n'
+    finally:
+        for p in peers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        ct.run(['/usr/local/sbin/postconf', '-X', 'transport_maps', 'smtp_helo_name'])
+        ct.systemctl('reload', 'postern.target', check=False)
+
+
 def count_in_maildir(ct, subject):
     r = ct.run(['grep', '-rlx', 'Subject: ' + subject, '/home/bob/Maildir/new'], check=False)
     return len(r.stdout.split())
@@ -852,8 +956,7 @@ def test_lost_reply_of_local_delivery_is_logged_with_the_queue_id(ct):
     ct.run(['kill', '-KILL', pid])
 
     def warning():
-        for line in journal_after(ct, cursor, '-o', 'json').splitlines():
-            e = json.loads(line)
+        for e in journal_entries(ct, cursor):
             if 'cannot send the Deliver reply' in str(e.get('MESSAGE')):
                 return e
         return None
