@@ -180,6 +180,12 @@ static int read_file_as(const DeliverUser *user, const char *path, char **ret, u
         pid_t pid;
         char *nl;
 
+        /* Not there even for us (root): the user would get ENOENT too, or
+         * EACCES for a directory on the way, and Postfix skips a forward
+         * file on either; :include: treats both as an error. No child for
+         * the common case of a user without a .forward. */
+        if (stat(path, &(struct stat) {0}) < 0 && errno == ENOENT)
+                return 0;
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
         pid = fork();
