@@ -1,22 +1,29 @@
 #!/bin/bash
-# local-bench.sh: local Maildir delivery rate of postern-deliver-local, and of
-# Postfix's local(8) on the same machine when Postfix is installed.
+# local-bench.sh: local Maildir delivery rate of postern and, with -P, of
+# Postfix's local(8) on the same machine, the same way for both.
 #
-#   bench/local-bench.sh [-n MESSAGES] [-p PARALLEL] [-l SIZE] [-b BUILDDIR] [-d DIR] [-P]
+#   bench/local-bench.sh [-m qmgr|direct] [-n MESSAGES] [-p PARALLEL] [-l SIZE]
+#                        [-b BUILDDIR] [-d DIR] [-P]
 #
-# Defaults: 5000 messages of 4096 bytes, 1 recipient each, 4 Deliver calls in
-# flight (like local_destination_concurrency_limit = 2 per recipient, with a
-# few recipients). postern: the daemon runs under systemd-socket-activate
-# with a private configuration; test-deliver-local-client (the stand-in
-# queue manager) calls Delivery1.Deliver N times for one queue file, and the
-# rate is calls per second, each an fsynced Maildir delivery in the home
-# of a throw-away user. -P also times a private Postfix instance (its own
-# config, queue and data directories, inet_interfaces = loopback-only,
-# delivering to the same kind of Maildir): messages are injected with
-# smtp-source first, then the instance is started with local delivery
-# deferred until all are queued, and the rate is messages delivered per
-# second by local(8). Needs root (useradd, Postfix). Everything is removed
-# at the end. The working directory defaults to /var/tmp, a real disk.
+# qmgr (the default), as Postfix is timed: smtp-source puts MESSAGES
+# messages for one throw-away user into postern-smtpd's queue while the
+# queue manager is not running; then postern-qmgr starts and the time runs
+# until the user's Maildir/new holds them all. Deliveries go through
+# postern-deliver-local (socket-activated, as root, home_mailbox =
+# Maildir/) with the default local_destination_concurrency_limit (2 per
+# recipient, as in Postfix), each an fsynced Maildir delivery. The CPU
+# time of qmgr and deliver-local (with its exited children) is printed per
+# message.
+# direct: test-deliver-local-client (a stand-in queue manager) calls
+# Delivery1.Deliver N times for one queue file, PARALLEL (default 4) calls
+# in flight; the rate is calls per second.
+# -P: a private Postfix instance (its own config, queue and data
+# directories, inet_interfaces = loopback-only, delivering to the same kind
+# of Maildir): messages are injected with smtp-source first, with local
+# delivery deferred until all are queued, then released, and the rate is
+# messages delivered per second by local(8). Needs root (useradd, Postfix).
+# Everything is removed at the end. The working directory defaults to
+# /var/tmp, a real disk.
 set -euo pipefail
 
 messages=5000
@@ -27,31 +34,39 @@ build=${POSTERN_BUILD_DIR:-$here/build}
 parent=/var/tmp
 postfix=no
 
-while getopts "n:p:l:b:d:P" o; do
+mode=qmgr
+while getopts "m:n:p:l:b:d:P" o; do
         case $o in
+        m) mode=$OPTARG ;;
         n) messages=$OPTARG ;;
         p) parallel=$OPTARG ;;
         l) size=$OPTARG ;;
         b) build=$OPTARG ;;
         d) parent=$OPTARG ;;
         P) postfix=yes ;;
-        *) echo "usage: $0 [-n messages] [-p parallel] [-l size] [-b builddir] [-d dir] [-P]" >&2
+        *) echo "usage: $0 [-m qmgr|direct] [-n messages] [-p parallel] [-l size] [-b builddir]" \
+                "[-d dir] [-P]" >&2
            exit 2 ;;
         esac
 done
 
 daemon=$build/src/deliver-local/postern-deliver-local
 client=$build/src/deliver-local/test-deliver-local-client
-[ -x "$daemon" ] && [ -x "$client" ] || { echo "build $daemon and $client first" >&2; exit 1; }
+smtpd=$build/src/smtpd/postern-smtpd
+qmgr=$build/src/qmgr/postern-qmgr
+[ -x "$daemon" ] && [ -x "$client" ] && [ -x "$smtpd" ] && [ -x "$qmgr" ] ||
+        { echo "build $build first" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root (creates a user to deliver to)" >&2; exit 1; }
 
 work=$(mktemp -d "$parent/postern-local-bench.XXXXXX")
 chmod 755 "$work"
 user=pbench$$
-pid=
+pid= spid= qpid=
 pf_conf=
 cleanup() {
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+        for p in $qpid $spid $pid; do
+                kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+        done
         [ -n "$pf_conf" ] && postfix -c "$pf_conf" stop >/dev/null 2>&1 || true
         userdel -r -f "$user" >/dev/null 2>&1 || true
         rm -rf "$work"
@@ -59,14 +74,18 @@ cleanup() {
 trap cleanup EXIT
 
 useradd -m -d "$work/home/$user" -s /bin/sh "$user"
-mkdir -p "$work/conf" "$work/run" "$work/queue/active" "$work/queue/incoming"
+mkdir -p "$work/conf/services.d" "$work/run" \
+        "$work/queue"/{incoming,active,deferred,hold,corrupt,maildrop,defer,bounce}
 cat > "$work/conf/main.cf" <<CF
 myhostname = bench.example
 mydestination = \$myhostname, localhost
+mynetworks = 127.0.0.0/8
+inet_protocols = ipv4
 queue_directory = $work/queue
 alias_maps =
 home_mailbox = Maildir/
 mail_owner = root
+max_idle = 600s
 CF
 
 # A 4 KiB-ish message: headers and a body of 76-column lines.
@@ -81,12 +100,62 @@ systemd-socket-activate -l "$work/run/deliver-local" -E POSTERN_RUNTIME_DIR="$wo
 pid=$!
 for _ in $(seq 100); do [ -S "$work/run/deliver-local" ] && break; sleep 0.05; done
 
-echo "postern-deliver-local: $messages messages of $(stat -c %s "$work/msg") bytes, $parallel in flight"
-"$client" --socket "$work/run/deliver-local" --nexthop bench.example \
-        --queue-dir "$work/queue/active" --message "$work/msg" --count "$messages" \
-        --parallel "$parallel" "$user@bench.example" | grep rate
-got=$(ls "$work/home/$user/Maildir/new" | wc -l)
-echo "  Maildir messages: $got"
+ticks=$(getconf CLK_TCK)
+# utime + stime of a process and its live children, plus its waited-for
+# children (cutime + cstime), in clock ticks.
+proc_cpu_all() {
+        local total=0 p
+        total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat")
+        for p in $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+                [ -r "/proc/$p/stat" ] || continue
+                total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+        done
+        echo "$total"
+}
+maildir_count() { (find "$work/home/$user/Maildir/new" -type f 2>/dev/null || true) | wc -l; }
+
+if [ "$mode" = direct ]; then
+        echo "postern-deliver-local (direct): $messages messages of $(stat -c %s "$work/msg") bytes," \
+             "$parallel in flight, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        "$client" --socket "$work/run/deliver-local" --nexthop bench.example \
+                --queue-dir "$work/queue/active" --message "$work/msg" --count "$messages" \
+                --parallel "$parallel" "$user@bench.example" | grep rate
+        echo "  Maildir messages: $(maildir_count)"
+else
+        command -v smtp-source >/dev/null || { echo "smtp-source (postfix) not installed" >&2; exit 1; }
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        systemd-socket-activate -l "127.0.0.1:$port" --fdname=smtpd -E POSTERN_LOG_TARGET=stderr \
+                -E POSTERN_RUNTIME_DIR="$work/run" -E POSTERN_QMGR_SOCKET="$work/run/qmgr" \
+                "$smtpd" --service=smtpd -c "$work/conf" 2>"$work/smtpd.log" &
+        spid=$!
+        for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+        # Queued with no queue manager running: they wait in incoming/.
+        smtp-source -s 20 -m "$messages" -l "$size" -f bench@example.org -t "$user@bench.example" \
+                -c "127.0.0.1:$port" >/dev/null
+        queued=$(find "$work/queue/incoming" -type f ! -name '.*' | wc -l)
+        echo "postern (smtpd -> qmgr -> deliver-local): $queued of $messages messages of $size bytes" \
+             "queued, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        sync -f "$work/queue/incoming"
+        cpu_d0=$(proc_cpu_all "$pid")
+        start=$(date +%s.%N)
+        POSTERN_RUNTIME_DIR="$work/run" POSTERN_LOG_TARGET=stderr \
+                "$qmgr" -c "$work/conf" 2>"$work/qmgr.log" &
+        qpid=$!
+        for _ in $(seq 12000); do
+                [ "$(maildir_count)" -ge "$messages" ] && break
+                sleep 0.05
+        done
+        end=$(date +%s.%N)
+        cpu_q=$(awk '{print $14 + $15}' "/proc/$qpid/stat")
+        cpu_d1=$(proc_cpu_all "$pid")
+        n=$(maildir_count)
+        awk -v n="$n" -v a="$start" -v b="$end" -v cq="$cpu_q" -v cd="$((cpu_d1 - cpu_d0))" \
+            -v t="$ticks" 'BEGIN {
+                printf "  delivered=%d seconds=%.3f rate=%.1f/s, CPU per message: qmgr %.2f ms, " \
+                       "deliver-local %.2f ms\n", n, b - a, n / (b - a),
+                       cq * 1000 / t / n, cd * 1000 / t / n }'
+        grep -c 'status=sent' "$work/qmgr.log" | sed 's/^/  qmgr status=sent lines: /'
+fi
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
 [ "$postfix" = yes ] || exit 0
@@ -133,6 +202,8 @@ done
 # the deferred queue when it starts.
 postconf -c "$pf_conf" -e defer_transports= >/dev/null
 find "$work/pf/queue/deferred" -type f -exec touch -d '-1 min' {} +
+master=$(tr -d ' ' < "$work/pf/queue/pid/master.pid")
+cpu0=$(proc_cpu_all "$master")
 start=$(date +%s.%N)
 postfix -c "$pf_conf" reload >/dev/null 2>&1
 for _ in $(seq 12000); do
@@ -141,6 +212,8 @@ for _ in $(seq 12000); do
         sleep 0.05
 done
 end=$(date +%s.%N)
+cpu1=$(proc_cpu_all "$master")
 echo "Postfix local(8): $messages messages ($size bytes via smtp-source), local_destination_concurrency_limit default"
-awk -v n="$n" -v a="$start" -v b="$end" \
-        'BEGIN { printf "  delivered=%d seconds=%.3f rate=%.1f/s\n", n, b - a, n / (b - a) }'
+awk -v n="$n" -v a="$start" -v b="$end" -v c="$((cpu1 - cpu0))" -v t="$ticks" \
+        'BEGIN { printf "  delivered=%d seconds=%.3f rate=%.1f/s, CPU per message (master and " \
+                        "its children): %.2f ms\n", n, b - a, n / (b - a), c * 1000 / t / n }'
