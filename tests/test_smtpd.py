@@ -713,3 +713,60 @@ def test_qmgr_announcement(make_smtpd, tmp_path):
     t.join(10)
     srv.close()
     assert got and b'Enqueue' in got[0] and qid.encode() in got[0]
+
+
+def test_qmgr_announcement_survives_a_restarted_queue_manager(make_smtpd):
+    """A queue manager that dies with an announcement in flight gets it again
+    on a new connection, and one that went away while idle is reached again
+    for the next message: mail never waits for the next queue run because
+    the queue manager was restarted."""
+    import socket
+    import threading
+    s = make_smtpd()
+    path = os.path.join(s.tmp, 'qmgr')
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    srv.settimeout(15)
+    expect = []                 # queue IDs, one per connection, in order
+    seen = []                   # (connection number, data)
+    ready = threading.Event()
+
+    def serve():
+        for n in range(3):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.settimeout(10)
+            data = b''
+            try:
+                while b'BEGIN\r\n' not in data:
+                    data += conn.recv(4096)
+                conn.sendall(b'DATA\r\nOK 0123456789abcdef0123456789abcdef\r\n'
+                             b'AGREE_UNIX_FD\r\n')
+                ready.wait(10)
+                while len(expect) <= n or expect[n].encode() not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            seen.append((n, data))
+            # Hang up without a reply, as a queue manager killed by -9 does.
+            conn.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    qid1 = queued_id(send_subject(s, 'first'))
+    expect.extend([qid1, qid1])
+    ready.set()
+    wait_for(lambda: len(seen) >= 2, timeout=10, what='the announcement again')
+    qid2 = queued_id(send_subject(s, 'second'))
+    expect.append(qid2)
+    t.join(15)
+    srv.close()
+    assert [n for n, _ in seen] == [0, 1, 2]
+    assert qid1.encode() in seen[0][1] and b'Enqueue' in seen[0][1]
+    assert qid1.encode() in seen[1][1], 'not announced again on a new connection'
+    assert qid2.encode() in seen[2][1], 'next message not announced after the hang-up'

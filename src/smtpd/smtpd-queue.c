@@ -304,29 +304,68 @@ unsigned smtpd_queue_pending(SmtpdQueue *q) {
         return q ? q->n_outstanding : 0;
 }
 
+/* One announcement in flight; retried once on a new connection when the
+ * queue manager went away under the old one (it was restarted), so that
+ * mail is not left waiting for the next queue run. */
+typedef struct Announcement {
+        Smtpd *smtpd;
+        bool retried;
+        char queue_id[];
+} Announcement;
+
+static int announce(Smtpd *d, const char *queue_id, bool retried);
+
+static bool connection_lost(sd_bus_message *m, const sd_bus_error *e) {
+        return sd_bus_is_open(sd_bus_message_get_bus(m)) <= 0 ||
+               sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY) ||
+               sd_bus_error_has_name(e, SD_BUS_ERROR_DISCONNECTED);
+}
+
 static int on_enqueue_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Announcement *a = userdata;     /* freed with the slot */
         const sd_bus_error *e = sd_bus_message_get_error(m);
-        if (e)
-                log_debug("Queue manager did not take the announcement: %s", e->message);
+        Smtpd *d = a->smtpd;
+
+        if (!e)
+                return 0;
+        if (!a->retried && connection_lost(m, e)) {
+                if (d->qmgr_bus == sd_bus_message_get_bus(m))
+                        d->qmgr_bus = sd_bus_flush_close_unref(d->qmgr_bus);
+                d->qmgr_retry_after = 0;
+                if (announce(d, a->queue_id, true) >= 0)
+                        return 0;
+        }
+        /* Safe on disk all the same: the queue manager's next run finds it. */
+        log_debug("Queue manager did not take the announcement of %s: %s", a->queue_id,
+                  e->message);
         return 0;
 }
 
-void smtpd_qmgr_notify(Smtpd *d, const char *queue_id) {
+static int announce(Smtpd *d, const char *queue_id, bool retried) {
+        _cleanup_free_ Announcement *a = NULL;
+        sd_bus_slot *slot = NULL;
         uint64_t now = 0;
+        size_t n = strlen(queue_id);
         int r;
 
+        if (d->qmgr_bus && sd_bus_is_open(d->qmgr_bus) <= 0) {
+                /* The queue manager hung up (idle exit or restart): the
+                 * next call starts it again through its socket. */
+                d->qmgr_bus = sd_bus_flush_close_unref(d->qmgr_bus);
+                d->qmgr_retry_after = 0;
+        }
         if (!d->qmgr_bus) {
                 _cleanup_free_ char *address = NULL;
                 sd_bus *bus = NULL;
 
                 (void) sd_event_now(d->event, CLOCK_MONOTONIC, &now);
                 if (now < d->qmgr_retry_after)
-                        return;
+                        return -EAGAIN;
                 /* Do not hammer a queue manager that is not there. */
                 d->qmgr_retry_after = now + 1000000;
                 address = strdup_printf("unix:path=%s", d->settings.qmgr_socket);
                 if (!address)
-                        return;
+                        return -ENOMEM;
                 r = sd_bus_new(&bus);
                 if (r >= 0)
                         r = sd_bus_set_address(bus, address);
@@ -338,14 +377,33 @@ void smtpd_qmgr_notify(Smtpd *d, const char *queue_id) {
                         log_debug("Cannot connect to the queue manager at %s: %s",
                                   d->settings.qmgr_socket, strerror(-r));
                         sd_bus_flush_close_unref(bus);
-                        return;
+                        return r;
                 }
                 d->qmgr_bus = bus;
         }
-        r = sd_bus_call_method_async(d->qmgr_bus, NULL, NULL, QMGR_BUS_OBJECT, QMGR_BUS_INTERFACE,
-                                     "Enqueue", on_enqueue_reply, NULL, "s", queue_id);
+        a = malloc(sizeof(*a) + n + 1);
+        if (!a)
+                return -ENOMEM;
+        a->smtpd = d;
+        a->retried = retried;
+        memcpy(a->queue_id, queue_id, n + 1);
+        r = sd_bus_call_method_async(d->qmgr_bus, &slot, NULL, QMGR_BUS_OBJECT,
+                                     QMGR_BUS_INTERFACE, "Enqueue", on_enqueue_reply, a, "s",
+                                     queue_id);
         if (r < 0) {
                 log_debug("Cannot announce %s to the queue manager: %s", queue_id, strerror(-r));
                 d->qmgr_bus = sd_bus_flush_close_unref(d->qmgr_bus);
+                return r;
         }
+        /* The slot owns the announcement from here on, also when the
+         * connection is closed before a reply comes. */
+        (void) sd_bus_slot_set_destroy_callback(slot, free);
+        a = NULL;
+        (void) sd_bus_slot_set_floating(slot, 1);
+        sd_bus_slot_unref(slot);
+        return 0;
+}
+
+void smtpd_qmgr_notify(Smtpd *d, const char *queue_id) {
+        (void) announce(d, queue_id, false);
 }
