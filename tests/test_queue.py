@@ -526,6 +526,25 @@ def test_idle_exit(make_queue):
     assert q.qmgr.returncode == 0
 
 
+
+def test_running_qmgr_finds_unannounced_mail(make_queue):
+    """Mail whose announcement was lost waits in incoming/, and a message
+    that a previous queue manager left in active/ waits there: a running
+    queue manager picks both up on its next queue run."""
+    q = make_queue('queue_run_delay = 1s\nmax_idle = 1h\n')
+    q.start_agent().start_qmgr()
+    # Once this one is through, the queue manager has done its start-up scans.
+    q.wait_log('%s: removed' % q.inject('alice@example.org', ['dave@remote.test']),
+               timeout=15)
+    first = q.inject('alice@example.org', ['bob@remote.test'])
+    second = q.inject('alice@example.org', ['carol@remote.test'], sub='active')
+    q.wait_log('%s: removed' % first, timeout=15)
+    q.wait_log('%s: removed' % second, timeout=15)
+    got = sorted(r['rcpt'] for r in q.deliveries())
+    assert got == ['bob@remote.test', 'carol@remote.test', 'dave@remote.test']
+    assert q.qmgr.poll() is None, 'the queue manager was restarted, not running'
+
+
 # --- local submission -------------------------------------------------------
 
 

@@ -877,10 +877,19 @@ static int on_scan_slice(sd_event_source *s, void *userdata) {
         }
 }
 
+static void recover_active(Qmgr *q);
+
 static int on_scan_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Qmgr *q = userdata;
         (void) sd_event_source_set_time_relative(s, q->settings.queue_run_delay_usec);
         (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        /* The queue on disk is the contract: mail whose announcement was
+         * lost (a sender that talked to a queue manager that died) waits in
+         * incoming/, and a message an agent still held when a previous
+         * queue manager died waits in active/. Pick both up on every run. */
+        recover_active(q);
+        q->incoming_dirty = true;
+        qmgr_kick_incoming(q);
         if (!q->scan) {
                 q->scan_force = false;
                 scan_start(q);
@@ -1000,6 +1009,8 @@ static void recover_active(Qmgr *q) {
 
         r = queue_scan_new(q->queue_fd, QUEUE_ACTIVE, &scan);
         while (r >= 0 && (r = queue_scan_next(scan, id, NULL)) > 0) {
+                if (qmgr_hash_get(&q->messages, id))
+                        continue;       /* ours, in progress */
                 if (q->n_active >= q->settings.active_limit) {
                         /* Back to incoming/ for a later pass; nothing in it
                          * is lost or done twice. */
