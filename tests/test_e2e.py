@@ -97,7 +97,7 @@ def test_virtual_domains(make):
                      r'status=sent \(delivered to maildir\)' % qid, log), log
     # Exactly one daemon logs the delivery.
     assert 'status=sent' not in inst.log_text('deliver-local')
-    assert inst.queue_empty()
+    wait_for(inst.queue_empty, what='an empty queue')
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_unknown_users_bounce_to_the_sender(make, local_user):
     rid = inst.wait_log('bounce', r'%s: sender non-delivery notification: (%s)'
                         % (qid, QUEUE_ID_RE)).group(1)
     inst.wait_log('qmgr', r'%s: to=<%s>, relay=local, .*status=sent' % (rid, re.escape(sender)))
-    assert inst.queue_empty()
+    wait_for(inst.queue_empty, what='an empty queue')
 
 
 def test_sendmail_pickup(make, local_user):
@@ -370,7 +370,7 @@ def test_delivery_agent_killed_mid_batch(make):
              what='every message in both mailboxes')
     for qid in qids:
         inst.wait_log('qmgr', r'%s: removed' % qid, timeout=30)
-    assert inst.queue_empty()
+    wait_for(inst.queue_empty, what='an empty queue')
 
 
 def test_log_lines_of_one_message(make):
@@ -452,7 +452,7 @@ def test_alias_expansion_error_bounce_survives_bounce_service_failure(make):
     assert 'recursion limit' in text
     # Delivered once, never again by the retries.
     assert len(maildir_messages(info)) == 1
-    assert inst.queue_empty()
+    wait_for(inst.queue_empty, what='an empty queue')
 
 
 class Peers:
@@ -579,7 +579,7 @@ def test_expiry_report_with_bounce_service(make, net, peers, local_user):
     rid = inst.wait_log('bounce', r'%s: sender non-delivery notification: (%s)'
                         % (qid, QUEUE_ID_RE)).group(1)
     inst.wait_log('qmgr', r'%s: removed' % rid)
-    assert inst.queue_empty()
+    wait_for(inst.queue_empty, what='an empty queue')
 
 
 def test_bounce_of_a_bounce(make, local_user):
@@ -617,7 +617,7 @@ def test_bounce_of_a_bounce(make, local_user):
     assert inner['Subject'] == 'Undelivered Mail Returned to Sender'
     assert inner.get_content_type() == 'multipart/report'
     assert len(maildir_messages(maildir)) == 1
-    assert inst.queue_empty()
+    wait_for(inst.queue_empty, what='an empty queue')
 
     # Default notify_classes: the failed report is dropped and logged.
     inst2 = make('home_mailbox = Maildir/\n2bounce_notice_recipient = %s@mx.example.com\n'
@@ -629,4 +629,4 @@ def test_bounce_of_a_bounce(make, local_user):
     inst2.wait_log('qmgr', r'%s: removed' % rid)
     assert 'postmaster non-delivery notification' not in inst2.log_text('bounce')
     assert len(maildir_messages(maildir)) == 1
-    assert inst2.queue_empty()
+    wait_for(inst2.queue_empty, what='an empty queue')
