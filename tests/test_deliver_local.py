@@ -445,6 +445,22 @@ def test_dot_forward(tmp_path, instance, users):
     assert len(maildir_messages(os.path.join(b.pw_dir, 'Maildir'))) == 1
 
 
+
+def test_unreachable_forward_file_is_skipped(tmp_path, instance, users):
+    """A forward_path entry the user cannot reach (a directory closed to
+    them, as /root is to everybody in the service's sandbox) counts as no
+    forward file, as in Postfix: the mail is delivered, not deferred."""
+    u = users(str(tmp_path / 'home'))
+    closed = tmp_path / 'closed'
+    closed.mkdir(mode=0o700)
+    (closed / ('%s.forward' % u.pw_name)).write_text('nobody-else\n')
+    inst = instance(home_mailbox='Maildir/',
+                    forward_path='%s/$user.forward, $home/.forward' % closed)
+    rcpt = '%s@mx.example.com' % u.pw_name
+    res, _ = inst.deliver([rcpt])
+    assert res[rcpt][0] == 'sent', (res, inst.daemon_log())
+    assert len(maildir_messages(os.path.join(u.pw_dir, 'Maildir'))) == 1
+
 def test_delivered_to_loop_bounces(tmp_path, instance, users):
     u = users(str(tmp_path / 'home'))
     inst = instance(home_mailbox='Maildir/')

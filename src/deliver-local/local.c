@@ -593,7 +593,10 @@ static bool deliver_dot_forward(LocalState *st, const DeliverUser *pw, const cha
                 if (!path || undef || *path != '/')
                         continue;
                 r = read_file_as(pw, path, &text, &owner);
-                if (r == 0)
+                /* As Postfix: a forward file the user cannot reach (a home
+                 * directory closed to them, or to this sandbox, as /root
+                 * is) does not exist for delivery; other errors defer. */
+                if (r == 0 || r == -ENOENT || r == -EACCES || r == -ENOTDIR)
                         continue;
                 if (r < 0) {
                         add_error(st, DELIVER_DEFERRED, "4.3.0", "cannot read forward file %s",
