@@ -6,7 +6,7 @@
 # postfix, postern, ...), with the ratio of the best rounds.
 #
 #   bench/relay-bench.sh [-m chain|direct] [-n MESSAGES] [-t RECIPIENTS] [-s SESSIONS]
-#                        [-l SIZE] [-r ROUNDS] [-b BUILDDIR] [-P]
+#                        [-l SIZE] [-r ROUNDS] [-b BUILDDIR] [-d DIR] [-P]
 #
 # chain (the default): postern-smtpd (under systemd-socket-activate) ->
 #   postern-qmgr -> postern-deliver-remote (socket-activated) -> smtp-sink,
@@ -27,7 +27,8 @@
 # per message, all at the same destination), 10 smtp-source sessions, 3
 # rounds; -P skips Postfix. Both servers make each message durable before
 # the 250 reply. Everything started is stopped by PID and the work
-# directory (under /var/tmp, a real disk) is removed at the end.
+# directory (under DIR, by default /var/tmp, a real disk; it holds both
+# queues) is removed at the end.
 set -euo pipefail
 
 mode=chain
@@ -39,8 +40,9 @@ rounds=3
 with_postfix=1
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${POSTERN_BUILD_DIR:-$here/build}
+parent=/var/tmp
 
-while getopts "m:n:t:s:l:r:b:P" o; do
+while getopts "m:n:t:s:l:r:b:d:P" o; do
         case $o in
         m) mode=$OPTARG ;;
         n) messages=$OPTARG ;;
@@ -49,9 +51,10 @@ while getopts "m:n:t:s:l:r:b:P" o; do
         l) size=$OPTARG ;;
         r) rounds=$OPTARG ;;
         b) build=$OPTARG ;;
+        d) parent=$OPTARG ;;
         P) with_postfix=0 ;;
         *) echo "usage: $0 [-m chain|direct] [-n messages] [-t recipients] [-s sessions]" \
-                "[-l size] [-r rounds] [-b builddir] [-P]" >&2
+                "[-l size] [-r rounds] [-b builddir] [-d dir] [-P]" >&2
            exit 2 ;;
         esac
 done
@@ -71,7 +74,7 @@ if [ "$mode" = chain ] && [ "$with_postfix" = 1 ] &&
         with_postfix=0
 fi
 
-work=$(mktemp -d /var/tmp/postern-relay-bench.XXXXXX)
+work=$(mktemp -d "$parent/postern-relay-bench.XXXXXX")
 chmod 755 "$work"               # Postfix's daemons run as postfix
 pids=()
 cleanup() {
@@ -238,7 +241,8 @@ round() {
 }
 
 echo "relay chain: $messages messages of $size bytes, $rcpts recipient(s) each," \
-     "$sessions smtp-source sessions, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+     "$sessions smtp-source sessions, queues on $(findmnt -n -o FSTYPE,SOURCE -T "$work" | tr -s ' ')," \
+     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 best_postern=0 best_postfix=0
 for r in $(seq "$rounds"); do
         round postern "$smtpd_port" sink "$work/queue"
