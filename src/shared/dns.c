@@ -4,13 +4,16 @@
  * are parsed with the ares_parse_*_reply() functions into DnsRecords. A
  * cancelled query stays known to c-ares (it cannot drop one query) and is
  * freed silently when its answer arrives. Entry points: dns_resolver_new(),
- * dns_query(), dns_query_cancel(), dns_reverse_name(). */
+ * dns_query(), dns_query_cancel(), dns_reverse_name(), and the hosts file
+ * readers dns_hosts_name() and dns_hosts_addrs(). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <ares.h>
 
@@ -477,4 +480,120 @@ char *dns_reverse_name(const InetAddr *a, const char *suffix) {
                 return NULL;
         }
         return strbuf_steal(&b);
+}
+
+/* ---- the hosts file ---- */
+
+#define HOSTS_PATH "/etc/hosts"
+
+/* Calls fn for each line of the hosts file with its address and its names
+ * (NULL-terminated, pointing into the line); fn returns non-zero to stop,
+ * which is returned. Lines without a valid address are skipped. A missing
+ * or unreadable file is an empty one. */
+static int hosts_foreach(const char *path,
+                         int (*fn)(const InetAddr *a, char **names, void *userdata),
+                         void *userdata) {
+        _cleanup_fclose_ FILE *f = fopen(path ? path : HOSTS_PATH, "re");
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+        int r = 0;
+
+        if (!f)
+                return 0;
+        while (r == 0 && getline(&line, &size, f) >= 0) {
+                char *names[64], *tok, *save = NULL, *hash = strchr(line, '#');
+                size_t n = 0;
+                InetAddr a;
+
+                if (hash)
+                        *hash = 0;
+                tok = strtok_r(line, " \t\r\n", &save);
+                if (!tok || inet_addr_parse(tok, &a) < 0)
+                        continue;
+                while (n < ELEMENTSOF(names) - 1 && (tok = strtok_r(NULL, " \t\r\n", &save)))
+                        names[n++] = tok;
+                names[n] = NULL;
+                if (n > 0)
+                        r = fn(&a, names, userdata);
+        }
+        return r;
+}
+
+static bool addr_equal(const InetAddr *a, const InetAddr *b) {
+        InetAddr ua, ub;
+        if (inet_addr_unmap_v4(a, &ua))
+                a = &ua;
+        if (inet_addr_unmap_v4(b, &ub))
+                b = &ub;
+        return a->family == b->family &&
+               memcmp(a->bytes, b->bytes, inet_family_bits(a->family) / 8) == 0;
+}
+
+typedef struct HostsName {
+        const InetAddr *addr;
+        char *name;
+} HostsName;
+
+static int hosts_name_fn(const InetAddr *a, char **names, void *userdata) {
+        HostsName *h = userdata;
+        if (!addr_equal(a, h->addr))
+                return 0;
+        h->name = strdup(names[0]);
+        return h->name ? 1 : -ENOMEM;
+}
+
+int dns_hosts_name(const char *path, const InetAddr *a, char **ret) {
+        HostsName h = {.addr = a};
+        int r = hosts_foreach(path, hosts_name_fn, &h);
+        if (r <= 0)
+                return r;
+        *ret = h.name;
+        return 1;
+}
+
+typedef struct HostsAddrs {
+        const char *name;
+        size_t len;
+        int family;
+        InetAddr *addrs;
+        size_t n;
+} HostsAddrs;
+
+static int hosts_addrs_fn(const InetAddr *a, char **names, void *userdata) {
+        HostsAddrs *h = userdata;
+        InetAddr u;
+
+        if (inet_addr_unmap_v4(a, &u))
+                a = &u;
+        if (a->family != h->family)
+                return 0;
+        for (char **n = names; *n; n++) {
+                size_t len = strlen(*n);
+                if (len > 1 && (*n)[len - 1] == '.')
+                        len--;
+                if (len == h->len && strncasecmp(*n, h->name, len) == 0) {
+                        InetAddr *m = reallocarray(h->addrs, h->n + 1, sizeof(InetAddr));
+                        if (!m)
+                                return -ENOMEM;
+                        h->addrs = m;
+                        h->addrs[h->n++] = *a;
+                        break;
+                }
+        }
+        return 0;
+}
+
+int dns_hosts_addrs(const char *path, const char *name, int family, InetAddr **ret) {
+        HostsAddrs h = {.name = name, .len = strlen(name), .family = family};
+        int r;
+
+        if (h.len > 1 && name[h.len - 1] == '.')
+                h.len--;
+        r = hosts_foreach(path, hosts_addrs_fn, &h);
+        if (r < 0) {
+                free(h.addrs);
+                return r;
+        }
+        *ret = h.addrs;
+        return (int) MIN(h.n, (size_t) 1000000);
 }

@@ -11,6 +11,11 @@
  * temporary failure: SERVFAIL, REFUSED, timeout). A failed lookup is never
  * "not found".
  *
+ * dns_hosts_name() and dns_hosts_addrs() read the hosts file (/etc/hosts),
+ * which the C library consults before DNS ("hosts: files dns"): the
+ * SMTP server looks client names up there first, as Postfix does through
+ * getnameinfo(). They read a small local file, synchronously.
+ *
  * Left out: DNSSEC validation (the AD bit is not reported, so DANE is not
  * possible), search lists (names are absolute), caching beyond what the
  * resolver in front of us does. */
@@ -87,6 +92,17 @@ DnsQuery *dns_query_cancel(DnsQuery *q);
  * nibble form. suffix NULL selects in-addr.arpa / ip6.arpa. Caller frees;
  * NULL on out of memory or an unknown family. */
 char *dns_reverse_name(const InetAddr *a, const char *suffix);
+
+/* The first host name the hosts file gives for address a (the canonical
+ * name of the first line listing a). Returns 1 with *ret (caller frees), 0
+ * when a is not listed or the file does not exist, -ENOMEM. path NULL
+ * selects /etc/hosts. */
+int dns_hosts_name(const char *path, const InetAddr *a, char **ret);
+/* The addresses of family (AF_INET or AF_INET6) the hosts file lists for
+ * name (compared without case, a trailing dot ignored), in file order.
+ * Returns their number (0: none, *ret NULL) with *ret (caller frees),
+ * -ENOMEM. */
+int dns_hosts_addrs(const char *path, const char *name, int family, InetAddr **ret);
 
 /* "A", "MX", ... (static). */
 const char *dns_type_to_string(DnsType t);

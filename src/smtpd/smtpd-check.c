@@ -11,12 +11,18 @@
  * at connect in wrapper mode (the connection is dropped), the AUTH rate at
  * AUTH; clients in smtpd_client_event_limit_exceptions are exempt.
  * Replies and warnings follow Postfix's smtpd. When the anvil table cannot
- * be opened the limits are off (with one warning), mail keeps flowing. */
+ * be opened the limits are off (with one warning), mail keeps flowing.
+ *
+ * The client host name lookup (smtpd_peer_lookup_start()) runs on the same
+ * resolver before the session's check state exists; its result becomes
+ * the names of the RestrictSession, so the restrictions never look them
+ * up a second time. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "addr.h"
+#include "inet.h"
 #include "bus-names.h"
 #include "log.h"
 #include "smtpd-check.h"
@@ -127,7 +133,14 @@ static void log_limit(SmtpdCheck *c, const char *what, const char *param, unsign
 }
 
 int smtpd_check_session_new(Smtpd *d, const InetAddr *client, const char *client_desc,
-                            SmtpdCheck **ret, char **ret_reply) {
+                            const RestrictClientNames *names, SmtpdCheck **ret,
+                            char **ret_reply) {
+        static const RestrictClientNames unknown = {
+                .name = "unknown",
+                .name_status = RESTRICT_NAME_PERM,
+                .reverse_name = "unknown",
+                .reverse_status = RESTRICT_NAME_PERM,
+        };
         SmtpdCheck *c;
         Anvil *anvil;
         Config *cfg;
@@ -139,7 +152,8 @@ int smtpd_check_session_new(Smtpd *d, const InetAddr *client, const char *client
         c->smtpd = d;
         c->engine = restrict_engine_ref(checker_engine(d));
         c->client = strdup(strempty(client_desc));
-        if (!c->engine || !c->client || restrict_session_new(NULL, &c->sess) < 0) {
+        if (!c->engine || !c->client || restrict_session_new(NULL, &c->sess) < 0 ||
+            restrict_session_set_names(c->sess, names ? names : &unknown) < 0) {
                 smtpd_check_session_free(c);
                 return -ENOMEM;
         }
@@ -328,4 +342,266 @@ int smtpd_check_recipient(Smtpd *d, const InetAddr *client, const char *sasl_use
                 return 1;
         *ret_reply = strdup(res->reply);
         return *ret_reply ? 0 : -ENOMEM;
+}
+
+/* ---- the client's host name ---- */
+
+struct SmtpdPeerLookup {
+        Smtpd *smtpd;
+        InetAddr addr;
+        char *addr_str;
+        DnsResolver *dns;
+        DnsQuery *query;
+        sd_event_source *timer;
+        sd_event_source *defer;         /* delivers the result from the loop */
+        bool finished;
+        char *name;                     /* the PTR name, once known */
+        RestrictNameStatus name_status, reverse_status;
+        SmtpdPeerLookupDone done;
+        void *userdata;
+};
+
+SmtpdPeerLookup *smtpd_peer_lookup_free(SmtpdPeerLookup *l) {
+        if (!l)
+                return NULL;
+        dns_query_cancel(l->query);
+        sd_event_source_disable_unref(l->timer);
+        sd_event_source_disable_unref(l->defer);
+        free(l->addr_str);
+        free(l->name);
+        free(l);
+        return NULL;
+}
+
+static int on_peer_defer(sd_event_source *es, void *userdata) {
+        SmtpdPeerLookup *l = userdata;
+        bool verified = l->name_status == RESTRICT_NAME_OK,
+             have_reverse = l->reverse_status == RESTRICT_NAME_OK;
+        RestrictClientNames n = {
+                .name = verified ? l->name : "unknown",
+                .name_status = l->name_status,
+                .reverse_name = have_reverse ? l->name : "unknown",
+                .reverse_status = l->reverse_status,
+        };
+        l->done(l->userdata, &n);
+        smtpd_peer_lookup_free(l);
+        return 0;
+}
+
+/* Ends the lookup with the statuses set; the result goes out from the
+ * loop. */
+static void peer_finish(SmtpdPeerLookup *l) {
+        l->finished = true;
+        l->query = dns_query_cancel(l->query);
+        (void) sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(l->defer, SD_EVENT_ONESHOT);
+}
+
+static bool peer_addr_listed(SmtpdPeerLookup *l, const InetAddr *addrs, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (addrs[i].family == l->addr.family &&
+                    memcmp(addrs[i].bytes, l->addr.bytes, inet_family_bits(l->addr.family) / 8) == 0)
+                        return true;
+        return false;
+}
+
+/* The forward lookup's verdict (Postfix's REJECT_PEER_NAME). */
+static void peer_forward_done(SmtpdPeerLookup *l, bool listed, RestrictNameStatus fail,
+                              const char *why) {
+        if (listed)
+                l->name_status = RESTRICT_NAME_OK;
+        else {
+                l->name_status = fail;
+                if (why)
+                        log_warning("hostname %s does not resolve to address %s: %s", l->name,
+                                    l->addr_str, why);
+                else
+                        log_warning("hostname %s does not resolve to address %s", l->name,
+                                    l->addr_str);
+        }
+        peer_finish(l);
+}
+
+static void on_peer_forward(DnsQuery *q, int r, const DnsAnswer *answer, void *userdata) {
+        SmtpdPeerLookup *l = userdata;
+        _cleanup_free_ InetAddr *addrs = NULL;
+        size_t n = 0;
+
+        l->query = NULL;
+        if (l->finished)
+                return;
+        if (r < 0) {
+                peer_forward_done(l, false,
+                                  r == -EAGAIN ? RESTRICT_NAME_TEMP : RESTRICT_NAME_FORGED,
+                                  answer && answer->error ? answer->error : "lookup failed");
+                return;
+        }
+        if (r == 0) {
+                peer_forward_done(l, false, RESTRICT_NAME_FORGED,
+                                  answer && answer->nxdomain ? "Name or service not known"
+                                                             : "No address associated with hostname");
+                return;
+        }
+        addrs = calloc(answer->n_records, sizeof(InetAddr));
+        if (!addrs) {
+                log_oom();
+                peer_forward_done(l, false, RESTRICT_NAME_TEMP, "out of memory");
+                return;
+        }
+        for (size_t i = 0; i < answer->n_records; i++)
+                if (answer->records[i].type == DNS_TYPE_A || answer->records[i].type == DNS_TYPE_AAAA)
+                        addrs[n++] = answer->records[i].addr;
+        peer_forward_done(l, peer_addr_listed(l, addrs, n), RESTRICT_NAME_FORGED, NULL);
+}
+
+/* The reverse name is known (owned by l->name): check it, then look up
+ * its addresses, the hosts file first. */
+static void peer_have_reverse(SmtpdPeerLookup *l) {
+        _cleanup_free_ InetAddr *addrs = NULL;
+        size_t len = strlen(l->name);
+        InetAddr a;
+        int r;
+
+        /* Postfix's sockaddr_to_hostname(): numeric or malformed names are
+         * no names at all. */
+        if (len > 1 && l->name[len - 1] == '.')
+                l->name[--len] = 0;
+        if (inet_addr_parse(l->name, &a) == 0) {
+                log_warning("numeric hostname: %s", l->name);
+                l->name_status = l->reverse_status = RESTRICT_NAME_PERM;
+                peer_finish(l);
+                return;
+        }
+        if (len == 0 || len > 255 || !addr_domain_valid(l->name, len, false)) {
+                _cleanup_free_ char *esc = str_escape_log(l->name, 300);
+                log_warning("malformed hostname for address %s: %s", l->addr_str, strempty(esc));
+                l->name_status = l->reverse_status = RESTRICT_NAME_PERM;
+                peer_finish(l);
+                return;
+        }
+        l->reverse_status = RESTRICT_NAME_OK;
+        r = dns_hosts_addrs(NULL, l->name, l->addr.family, &addrs);
+        if (r < 0) {
+                peer_forward_done(l, false, RESTRICT_NAME_TEMP, "out of memory");
+                return;
+        }
+        if (r > 0) {
+                peer_forward_done(l, peer_addr_listed(l, addrs, (size_t) r), RESTRICT_NAME_FORGED,
+                                  NULL);
+                return;
+        }
+        if (!l->dns) {
+                peer_forward_done(l, false, RESTRICT_NAME_TEMP, "no DNS resolver");
+                return;
+        }
+        r = dns_query(l->dns, l->name, l->addr.family == AF_INET6 ? DNS_TYPE_AAAA : DNS_TYPE_A,
+                      on_peer_forward, l, &l->query);
+        if (r < 0)
+                peer_forward_done(l, false,
+                                  r == -ENOMEM ? RESTRICT_NAME_TEMP : RESTRICT_NAME_FORGED,
+                                  r == -ENOMEM ? "out of memory" : "Name or service not known");
+}
+
+static void on_peer_reverse(DnsQuery *q, int r, const DnsAnswer *answer, void *userdata) {
+        SmtpdPeerLookup *l = userdata;
+
+        l->query = NULL;
+        if (l->finished)
+                return;
+        if (r <= 0) {
+                /* NXDOMAIN or no PTR: for good; SERVFAIL, timeouts: for now. */
+                l->name_status = l->reverse_status =
+                        r < 0 && r != -EINVAL && r != -EBADMSG ? RESTRICT_NAME_TEMP
+                                                               : RESTRICT_NAME_PERM;
+                peer_finish(l);
+                return;
+        }
+        for (size_t i = 0; i < answer->n_records; i++)
+                if (answer->records[i].type == DNS_TYPE_PTR && !isempty(answer->records[i].name)) {
+                        l->name = strdup(answer->records[i].name);
+                        break;
+                }
+        if (!l->name) {
+                l->name_status = l->reverse_status = RESTRICT_NAME_TEMP;
+                peer_finish(l);
+                return;
+        }
+        peer_have_reverse(l);
+}
+
+static int on_peer_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
+        SmtpdPeerLookup *l = userdata;
+
+        if (l->finished)
+                return 0;
+        if (l->reverse_status == RESTRICT_NAME_OK)
+                peer_forward_done(l, false, RESTRICT_NAME_TEMP, "Timeout while contacting DNS servers");
+        else {
+                l->name_status = l->reverse_status = RESTRICT_NAME_TEMP;
+                peer_finish(l);
+        }
+        return 0;
+}
+
+int smtpd_peer_lookup_start(Smtpd *d, const InetAddr *client, SmtpdPeerLookupDone done,
+                            void *userdata, SmtpdPeerLookup **ret, RestrictClientNames *ret_now) {
+        SmtpdPeerLookup *l;
+        int r;
+
+        if (!client || !conf_get_bool(d->config, P_SMTPD_PEERNAME_LOOKUP) ||
+            (client->family != AF_INET && client->family != AF_INET6)) {
+                *ret_now = (RestrictClientNames) {
+                        .name = "unknown",
+                        .name_status = RESTRICT_NAME_PERM,
+                        .reverse_name = "unknown",
+                        .reverse_status = RESTRICT_NAME_PERM,
+                };
+                return 1;
+        }
+        l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->smtpd = d;
+        l->addr = *client;
+        l->done = done;
+        l->userdata = userdata;
+        l->name_status = l->reverse_status = RESTRICT_NAME_PERM;
+        l->addr_str = inet_addr_to_string(client);
+        if (!l->addr_str ||
+            sd_event_add_defer(d->event, &l->defer, on_peer_defer, l) < 0 ||
+            sd_event_source_set_enabled(l->defer, SD_EVENT_OFF) < 0 ||
+            sd_event_add_time_relative(d->event, &l->timer, CLOCK_MONOTONIC,
+                                       SMTPD_PEER_LOOKUP_TIMEOUT_USEC, 0, on_peer_timeout,
+                                       l) < 0) {
+                smtpd_peer_lookup_free(l);
+                return -ENOMEM;
+        }
+        l->dns = checker_dns(d);
+        *ret = l;
+
+        r = dns_hosts_name(NULL, client, &l->name);
+        if (r < 0) {
+                l->name_status = l->reverse_status = RESTRICT_NAME_TEMP;
+                peer_finish(l);
+                return 0;
+        }
+        if (r > 0) {
+                peer_have_reverse(l);
+                return 0;
+        }
+        if (!l->dns) {
+                l->name_status = l->reverse_status = RESTRICT_NAME_TEMP;
+                peer_finish(l);
+                return 0;
+        }
+        {
+                _cleanup_free_ char *ptr = dns_reverse_name(client, NULL);
+                r = ptr ? dns_query(l->dns, ptr, DNS_TYPE_PTR, on_peer_reverse, l, &l->query)
+                        : -ENOMEM;
+        }
+        if (r < 0) {
+                l->name_status = l->reverse_status = RESTRICT_NAME_TEMP;
+                peer_finish(l);
+        }
+        return 0;
 }

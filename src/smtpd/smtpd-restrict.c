@@ -199,7 +199,10 @@ typedef struct DnsEntry {
 } DnsEntry;
 
 struct RestrictSession {
-        char *fixed_name;
+        /* The client's names when known without DNS (restrict_session_set_names()). */
+        bool have_names;
+        char *name, *reverse_name;
+        RestrictNameStatus name_status, reverse_status;
         DnsEntry cache[SESSION_DNS_CACHE_MAX];
         size_t n_cache, next;
 };
@@ -947,11 +950,37 @@ int restrict_session_new(const char *client_name, RestrictSession **ret) {
         RestrictSession *s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
-        if (client_name && !(s->fixed_name = strdup(client_name))) {
-                free(s);
-                return -ENOMEM;
+        if (client_name) {
+                RestrictClientNames n = {
+                        .name = client_name,
+                        .name_status = RESTRICT_NAME_OK,
+                        .reverse_name = client_name,
+                        .reverse_status = RESTRICT_NAME_OK,
+                };
+                if (restrict_session_set_names(s, &n) < 0) {
+                        free(s);
+                        return -ENOMEM;
+                }
         }
         *ret = s;
+        return 0;
+}
+
+int restrict_session_set_names(RestrictSession *s, const RestrictClientNames *names) {
+        char *n = strdup(names->name ? names->name : "unknown"),
+             *rn = strdup(names->reverse_name ? names->reverse_name : "unknown");
+        if (!n || !rn) {
+                free(n);
+                free(rn);
+                return -ENOMEM;
+        }
+        free(s->name);
+        free(s->reverse_name);
+        s->name = n;
+        s->reverse_name = rn;
+        s->name_status = names->name_status;
+        s->reverse_status = names->reverse_status;
+        s->have_names = true;
         return 0;
 }
 
@@ -967,7 +996,8 @@ RestrictSession *restrict_session_free(RestrictSession *s) {
                 return NULL;
         for (size_t i = 0; i < s->n_cache; i++)
                 dns_entry_done(&s->cache[i]);
-        free(s->fixed_name);
+        free(s->name);
+        free(s->reverse_name);
         free(s);
         return NULL;
 }
@@ -1214,7 +1244,7 @@ static int server_config_error(RestrictEval *e, const Elem *el, const char *why)
 
 /* ---- client names ---- */
 
-typedef enum NameStatus { NAME_OK, NAME_TEMP, NAME_PERM } NameStatus;
+typedef RestrictNameStatus NameStatus;
 
 /* The reverse (PTR) and verified (PTR whose forward lookup has the client
  * address) names. STEP_PENDING while DNS works, STEP_DUNNO when known,
@@ -1225,13 +1255,15 @@ static int client_names(RestrictEval *e, const char **ret_name, NameStatus *ret_
         DnsEntry *d, *f;
         int r;
 
-        if (e->sess->fixed_name) {
-                *ret_name = *ret_rev = e->sess->fixed_name;
-                *ret_status = *ret_rev_status = NAME_OK;
+        if (e->sess->have_names) {
+                *ret_name = e->sess->name;
+                *ret_rev = e->sess->reverse_name;
+                *ret_status = e->sess->name_status;
+                *ret_rev_status = e->sess->reverse_status;
                 return STEP_DUNNO;
         }
         *ret_name = *ret_rev = "unknown";
-        *ret_status = *ret_rev_status = NAME_PERM;
+        *ret_status = *ret_rev_status = RESTRICT_NAME_PERM;
         if (!e->have_addr)
                 return STEP_DUNNO;
         ptr = dns_reverse_name(&e->addr, NULL);
@@ -1241,30 +1273,34 @@ static int client_names(RestrictEval *e, const char **ret_name, NameStatus *ret_
         if (r <= 0)
                 return r == 0 ? STEP_PENDING : r;
         if (d->r < 0) {
-                *ret_status = *ret_rev_status = NAME_TEMP;
+                *ret_status = *ret_rev_status = RESTRICT_NAME_TEMP;
                 return STEP_DUNNO;
         }
         if (d->r == 0 || !d->texts || !d->texts[0])
                 return STEP_DUNNO;
         *ret_rev = d->texts[0];
-        *ret_rev_status = NAME_OK;
+        *ret_rev_status = RESTRICT_NAME_OK;
+        *ret_status = RESTRICT_NAME_FORGED;     /* until the forward lookup has the address */
         r = dns_get(e, d->texts[0], e->addr.family == AF_INET6 ? DNS_TYPE_AAAA : DNS_TYPE_A, &f);
         if (r <= 0)
                 return r == 0 ? STEP_PENDING : r;
         /* The cache may have moved entries: look the PTR answer up again. */
         d = cache_find(e->sess, ptr, DNS_TYPE_PTR);
-        if (!d || !d->texts)
+        if (!d || !d->texts) {
+                *ret_rev = "unknown";
+                *ret_status = *ret_rev_status = RESTRICT_NAME_TEMP;
                 return STEP_DUNNO;
+        }
         *ret_rev = d->texts[0];
         if (f->r < 0) {
-                *ret_status = NAME_TEMP;
+                *ret_status = RESTRICT_NAME_TEMP;
                 return STEP_DUNNO;
         }
         for (size_t i = 0; i < f->n_addrs; i++)
                 if (f->addrs[i].family == e->addr.family &&
                     memcmp(f->addrs[i].bytes, e->addr.bytes, inet_family_bits(e->addr.family) / 8) == 0) {
                         *ret_name = d->texts[0];
-                        *ret_status = NAME_OK;
+                        *ret_status = RESTRICT_NAME_OK;
                         return STEP_DUNNO;
                 }
         return STEP_DUNNO;
@@ -2145,7 +2181,7 @@ static int check_policy(RestrictEval *e, const Elem *el, const char *cname, cons
 
 static int step(RestrictEval *e, const Elem *el) {
         const char *cname = NULL, *rname = NULL;
-        NameStatus cstat = NAME_PERM, rstat = NAME_PERM;
+        NameStatus cstat = RESTRICT_NAME_PERM, rstat = RESTRICT_NAME_PERM;
         _cleanup_free_ char *why = NULL;
         const char *entry = NULL;
         int r;
@@ -2154,13 +2190,13 @@ static int step(RestrictEval *e, const Elem *el) {
             (el->kind == K_PERMIT_MYNETWORKS && e->en->mynetworks.has_names) ||
             ((el->kind == K_REJECT || el->kind == K_DEFER) &&
              streq_ptr(e->top_name, list_params[RESTRICT_LIST_CLIENT]))) {
-                if (!e->dns && !e->sess->fixed_name && e->have_addr &&
+                if (!e->dns && !e->sess->have_names && e->have_addr &&
                     (el->kind == K_REJECT_UNKNOWN_CLIENT ||
                      el->kind == K_REJECT_UNKNOWN_REVERSE_CLIENT)) {
                         trace(e, el, "skipped (needs DNS)");
                         return STEP_DUNNO;
                 }
-                r = e->dns || e->sess->fixed_name ? client_names(e, &cname, &cstat, &rname, &rstat)
+                r = e->dns || e->sess->have_names ? client_names(e, &cname, &cstat, &rname, &rstat)
                                                   : STEP_DUNNO;
                 if (r != STEP_DUNNO)
                         return r;
@@ -2328,17 +2364,17 @@ static int step(RestrictEval *e, const Elem *el) {
         case K_REJECT_UNKNOWN_RCPT_DOMAIN:
                 return check_unknown_domain(e, el, e->recipient, false);
         case K_REJECT_UNKNOWN_CLIENT:
-                if (cstat != NAME_OK)
+                if (cstat != RESTRICT_NAME_OK)
                         return reject_reply(e, el,
-                                            cstat == NAME_PERM ? e->en->unk_client_code : 450,
+                                            cstat == RESTRICT_NAME_TEMP ? 450 : e->en->unk_client_code,
                                             "4.7.25", "Client host rejected: cannot find your "
                                             "hostname, [%s]", strempty(e->addr_str));
                 trace(e, el, "no match (%s)", cname);
                 return STEP_DUNNO;
         case K_REJECT_UNKNOWN_REVERSE_CLIENT:
-                if (rstat != NAME_OK)
+                if (rstat != RESTRICT_NAME_OK)
                         return reject_reply(e, el,
-                                            rstat == NAME_PERM ? e->en->unk_client_code : 450,
+                                            rstat == RESTRICT_NAME_TEMP ? 450 : e->en->unk_client_code,
                                             "4.7.1", "Client host rejected: cannot find your "
                                             "reverse hostname, [%s]", strempty(e->addr_str));
                 trace(e, el, "no match (%s)", rname);
@@ -2349,7 +2385,7 @@ static int step(RestrictEval *e, const Elem *el) {
         case K_REJECT_RHSBL_HELO:
         case K_REJECT_RHSBL_RCPT:
         case K_PERMIT_DNSWL_CLIENT:
-                return check_dnsxl(e, el, cstat == NAME_OK ? cname : NULL);
+                return check_dnsxl(e, el, cstat == RESTRICT_NAME_OK ? cname : NULL);
         case K_REJECT_UNLISTED_RCPT:
                 if (!e->recipient) {
                         trace(e, el, "no match (no recipient yet)");
@@ -2365,7 +2401,7 @@ static int step(RestrictEval *e, const Elem *el) {
                 e->sender_checked = true;
                 return check_unlisted(e, el, e->sender, true);
         case K_CHECK_CLIENT_ACCESS:
-                return check_client_access(e, el, cstat == NAME_OK ? cname : NULL);
+                return check_client_access(e, el, cstat == RESTRICT_NAME_OK ? cname : NULL);
         case K_CHECK_HELO_ACCESS: {
                 _cleanup_free_ char *h = NULL;
                 int st;
@@ -2388,8 +2424,8 @@ static int step(RestrictEval *e, const Elem *el) {
         case K_CHECK_RCPT_ACCESS:
                 return check_mail_access(e, el, e->recipient, ACCESS_RCPT);
         case K_CHECK_POLICY:
-                return check_policy(e, el, cstat == NAME_OK ? cname : "unknown",
-                                    rstat == NAME_OK ? rname : "unknown");
+                return check_policy(e, el, cstat == RESTRICT_NAME_OK ? cname : "unknown",
+                                    rstat == RESTRICT_NAME_OK ? rname : "unknown");
         case K_CLASS:
                 trace(e, el, "apply restriction class %s", el->text);
                 r = push_list(e, &e->en->classes[el->cls], NULL);

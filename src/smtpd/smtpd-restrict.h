@@ -95,6 +95,33 @@ typedef struct RestrictSession RestrictSession;
  * and reverse host name without asking DNS (posternctl policy explain
  * --client-name). */
 int restrict_session_new(const char *client_name, RestrictSession **ret);
+
+/* How a client host name lookup ended (Postfix's name_status and
+ * reverse_name_status): the name is known, the lookup failed temporarily,
+ * it failed for good (no PTR record, or lookups turned off), or the PTR
+ * name does not resolve back to the client address (verified name only). */
+typedef enum RestrictNameStatus {
+        RESTRICT_NAME_OK,
+        RESTRICT_NAME_TEMP,
+        RESTRICT_NAME_PERM,
+        RESTRICT_NAME_FORGED,
+} RestrictNameStatus;
+
+/* The client's host names as the SMTP server found them at connect: name
+ * is the verified name (PTR confirmed by a forward lookup) or "unknown",
+ * reverse_name the PTR name even when not confirmed, or "unknown". */
+typedef struct RestrictClientNames {
+        const char *name;
+        RestrictNameStatus name_status;
+        const char *reverse_name;
+        RestrictNameStatus reverse_status;
+} RestrictClientNames;
+
+/* Makes the session use names (copied) for every check that needs the
+ * client's host name (check_client_access, permit_mynetworks host name
+ * entries, reject_unknown_client_hostname, ...) instead of looking them up
+ * again. Returns 0 or -ENOMEM. */
+int restrict_session_set_names(RestrictSession *s, const RestrictClientNames *names);
 RestrictSession *restrict_session_free(RestrictSession *s);
 DEFINE_CLEANUP_FUNC(RestrictSession, restrict_session_free);
 

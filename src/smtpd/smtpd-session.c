@@ -148,6 +148,7 @@ struct SmtpSession {
         SmtpdSaslRequest *sasl_req;
         /* Access policy (smtpd-check.c). */
         SmtpdCheck *check;
+        SmtpdPeerLookup *peer_lookup;   /* the client's host name, before the greeting */
         bool ill_pipelining;            /* commands sent ahead without PIPELINING */
         bool access_denied;             /* client restrictions refused it at connect */
         void (*check_cont)(SmtpSession *s, const RestrictResult *res);
@@ -2037,6 +2038,7 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
         transaction_free(s->tx);
         smtpd_sasl_cancel(s->sasl_req);
         smtpd_check_session_free(s->check);
+        smtpd_peer_lookup_free(s->peer_lookup);
         smtp_rcpt_args_done(&s->pending_rcpt);
         sd_event_source_disable_unref(s->io_source);
         sd_event_source_disable_unref(s->timer);
@@ -2096,37 +2098,25 @@ static int peer_setup(SmtpSession *s) {
                 else
                         s->local_addr = strdup(host);
         }
-        /* The reverse lookup needs the asynchronous resolver (c-ares), which
-         * arrives with the restriction engine; until then the name is
-         * "unknown", as Postfix shows clients without a verified name. */
-        s->name = strdup("unknown");
-        if (!s->addr_str || !s->name)
-                return -ENOMEM;
-        s->client = strdup_printf("%s[%s]", s->name, s->addr_str);
-        return s->client ? 0 : -ENOMEM;
+        /* The host name follows from smtpd_peer_lookup_start(). */
+        return s->addr_str ? 0 : -ENOMEM;
 }
 
-int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret) {
-        SmtpSession *s;
+/* The session proper, once the client's host name is known (Postfix's
+ * smtpd_peer_init() comes first too): the connect line, the connection
+ * limits, then the greeting (smtps: the handshake first). */
+static int session_start(SmtpSession *s, const RestrictClientNames *names, SmtpSession **ret) {
+        Smtpd *d = s->smtpd;
+        int fd = s->io.fd;
         uint64_t now;
         int r;
 
-        s = calloc(1, sizeof(*s));
-        if (!s) {
-                close(fd);
-                return -ENOMEM;
-        }
-        s->smtpd = d;
-        s->io = (SmtpIo) {.ops = &plain_io_ops, .fd = fd};
-        s->next = d->sessions;
-        if (d->sessions)
-                d->sessions->prev = s;
-        d->sessions = s;
-        d->n_sessions++;
-
-        r = peer_setup(s);
-        if (r < 0)
+        s->name = strdup(names->name);
+        s->client = s->name ? strdup_printf("%s[%s]", s->name, s->addr_str) : NULL;
+        if (!s->client) {
+                r = -ENOMEM;
                 goto fail;
+        }
         r = sd_event_add_io(d->event, &s->io_source, fd, EPOLLIN, on_io, s);
         if (r < 0)
                 goto fail;
@@ -2141,7 +2131,7 @@ int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret) {
         {
                 /* Connection count and rate limits (anvil). */
                 _cleanup_free_ char *deny = NULL;
-                r = smtpd_check_session_new(d, s->have_addr ? &s->addr : NULL, s->client,
+                r = smtpd_check_session_new(d, s->have_addr ? &s->addr : NULL, s->client, names,
                                             &s->check, &deny);
                 if (r < 0)
                         goto fail_logged;
@@ -2180,6 +2170,10 @@ int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret) {
                 (void) session_flush(s);
         }
         session_update_events(s);
+        if (s->dead) {
+                smtp_session_free(s);   /* gone before the greeting */
+                return 0;
+        }
         if (ret)
                 *ret = s;
         return 0;
@@ -2188,5 +2182,50 @@ fail:
         s->client = NULL;       /* no disconnect line for a session that never was */
 fail_logged:
         smtp_session_free(s);
+        return r;
+}
+
+static void on_peer_name(void *userdata, const RestrictClientNames *names) {
+        SmtpSession *s = userdata;
+        s->peer_lookup = NULL;          /* freed by the caller */
+        if (session_start(s, names, NULL) < 0)
+                log_warning("Cannot set up a session, dropping the connection");
+}
+
+int smtp_session_new(Smtpd *d, int fd, SmtpSession **ret) {
+        RestrictClientNames names;
+        SmtpSession *s;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+                close(fd);
+                return -ENOMEM;
+        }
+        s->smtpd = d;
+        s->io = (SmtpIo) {.ops = &plain_io_ops, .fd = fd};
+        s->next = d->sessions;
+        if (d->sessions)
+                d->sessions->prev = s;
+        d->sessions = s;
+        d->n_sessions++;
+
+        r = peer_setup(s);
+        if (r < 0)
+                goto fail;
+        /* Nothing is read or said before the client's host name is known
+         * (at most SMTPD_PEER_LOOKUP_TIMEOUT_USEC): a client that hangs up
+         * meanwhile is noticed at the greeting, as with Postfix. */
+        r = smtpd_peer_lookup_start(d, s->have_addr ? &s->addr : NULL, on_peer_name, s,
+                                    &s->peer_lookup, &names);
+        if (r < 0)
+                goto fail;
+        if (r > 0)
+                return session_start(s, &names, ret);
+        if (ret)
+                *ret = s;
+        return 0;
+fail:
+        smtp_session_free(s);   /* no client yet: no disconnect line */
         return r;
 }
