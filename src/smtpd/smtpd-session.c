@@ -34,6 +34,7 @@
 #include "queue-file.h"
 #include "queue-id.h"
 #include "smtpd-check.h"
+#include "smtpd-notice.h"
 #include "smtpd-proto.h"
 #include "smtpd.h"
 
@@ -154,6 +155,13 @@ struct SmtpSession {
         void (*check_cont)(SmtpSession *s, const RestrictResult *res);
         SmtpRcptArgs pending_rcpt;      /* RCPT waiting for the policy */
         SmtpVerb pending_verb;
+        /* Postmaster notice (smtpd-notice.c): the transcript when
+         * notify_classes has a class of ours, the classes of the errors
+         * answered, and why the session was cut short. */
+        SmtpdTranscript transcript;
+        unsigned error_classes;
+        bool policy_reply;              /* the next replies come from a restriction */
+        const char *abort_reason;
 };
 
 static void session_run(SmtpSession *s);
@@ -192,8 +200,17 @@ static SmtpTransaction *transaction_free(SmtpTransaction *t) {
         return NULL;
 }
 
+/* Whether the session keeps a transcript for a postmaster notice: only
+ * when notify_classes has a class that smtpd reports (Postfix records
+ * nothing either then). */
+static bool recording(SmtpSession *s) {
+        return smtpd_notice_mask(s->smtpd) != 0;
+}
+
 /* Replies. Every reply line goes through here; 4xx and 5xx count as
- * errors (smtpd_soft_error_limit, smtpd_hard_error_limit). */
+ * errors (smtpd_soft_error_limit, smtpd_hard_error_limit) and have a
+ * notify_classes class: policy when a restriction answered (policy_reply),
+ * else by the reply code (smtpd_notice_classify()). */
 _printf_(2, 3) static void reply(SmtpSession *s, const char *fmt, ...) {
         va_list ap;
         size_t start = s->out.len;
@@ -213,8 +230,47 @@ _printf_(2, 3) static void reply(SmtpSession *s, const char *fmt, ...) {
                 s->dead = true;
                 return;
         }
-        if (s->out.data[start] == '4' || s->out.data[start] == '5')
+        if (s->out.data[start] == '4' || s->out.data[start] == '5') {
+                unsigned cls = smtpd_notice_classify(text);
                 s->error_count++;
+                /* A restriction's lookup failure keeps its own class. */
+                if (s->policy_reply && !(cls & (SMTPD_NOTICE_RESOURCE | SMTPD_NOTICE_SOFTWARE)))
+                        cls = SMTPD_NOTICE_POLICY;
+                s->error_classes |= cls;
+        }
+        if (recording(s))
+                smtpd_transcript_add(&s->transcript, "Out: ", text, strlen(text));
+}
+
+/* A rejection by a restriction, a rate limit or a content check: the
+ * policy class of notify_classes. */
+static void reply_policy(SmtpSession *s, const char *text) {
+        s->policy_reply = true;
+        reply(s, "%s", text);
+        s->policy_reply = false;
+}
+
+/* The transcript line of a command. The initial response of AUTH may hold
+ * a password: only the verb and the mechanism are kept. */
+static void record_command(SmtpSession *s, const char *line, size_t len) {
+        char buf[128];
+        size_t i = 4, m;
+
+        if (!recording(s))
+                return;
+        if (len < 4 || strncasecmp(line, "AUTH", 4) != 0 ||
+            (len > 4 && line[4] != ' ' && line[4] != '\t')) {
+                smtpd_transcript_add(&s->transcript, "In:  ", line, len);
+                return;
+        }
+        while (i < len && (line[i] == ' ' || line[i] == '\t'))
+                i++;
+        m = i;
+        while (m < len && line[m] != ' ' && line[m] != '\t')
+                m++;
+        snprintf(buf, sizeof(buf), "AUTH %.*s%s", (int) MIN(m - i, (size_t) 64), line + i,
+                 m < len ? " (initial response not shown)" : "");
+        smtpd_transcript_add(&s->transcript, "In:  ", buf, strlen(buf));
 }
 
 /* The journal fields of a rejection: the client, and where known the
@@ -328,6 +384,7 @@ static bool after_error_checks(SmtpSession *s) {
                 log_info("too many errors after %s from %s", smtp_verb_name(s->last_verb),
                          s->client);
                 reply(s, "421 4.7.0 %s Error: too many errors", S(s)->myhostname);
+                s->abort_reason = "too many errors";
                 session_close(s);
                 return false;
         }
@@ -465,7 +522,7 @@ static void connect_checked(SmtpSession *s, const RestrictResult *res) {
         if (res->reject) {
                 log_reject_by(s, "CONNECT", res->reply,
                               smtpd_check_restriction(s->check));
-                reply(s, "%s", res->reply);
+                reply_policy(s, res->reply);
                 s->access_denied = true;
                 return;
         }
@@ -799,7 +856,7 @@ static void message_end(SmtpSession *s) {
                 goto done;
         }
         if (t->reject) {
-                reply(s, "%s", t->reject);
+                reply_policy(s, t->reject);
                 goto done;
         }
         if (t->write_error) {
@@ -825,7 +882,7 @@ static void eod_checked(SmtpSession *s, const RestrictResult *res) {
         if (res->reject) {
                 log_reject_by(s, "END-OF-MESSAGE", res->reply,
                               smtpd_check_restriction(s->check));
-                reply(s, "%s", res->reply);
+                reply_policy(s, res->reply);
                 transaction_reset(s);
                 return;
         }
@@ -898,6 +955,9 @@ static void on_commit_done(void *userdata, int r) {
                          t->hold ? "hold" : "incoming");
                 reply(s, "250 2.0.0 Ok: queued as %s", t->queue_id);
                 s->error_count = 0;
+                /* As Postfix: a client that got its mail through has no
+                 * errors worth a notice (smtpd's error_mask = 0). */
+                s->error_classes = 0;
                 s->cmd_ok[t->bdat ? SMTP_VERB_BDAT : SMTP_VERB_DATA]++;
                 if (!t->hold)
                         smtpd_qmgr_notify(s->smtpd, t->queue_id);
@@ -989,7 +1049,7 @@ static void helo_checked(SmtpSession *s, const RestrictResult *res) {
         if (res->reject) {
                 log_reject_by(s, smtp_verb_name(s->pending_verb), res->reply,
                               smtpd_check_restriction(s->check));
-                reply(s, "%s", res->reply);
+                reply_policy(s, res->reply);
                 s->helo = mfree(s->helo);
                 s->esmtp = false;
                 return;
@@ -1083,7 +1143,7 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
                 _cleanup_free_ char *deny = NULL;
                 if (smtpd_check_rate(s->check, ANVIL_RATE_MESSAGE, &deny) == 0) {
                         smtp_mail_args_done(&m);
-                        reply(s, "%s", deny);
+                        reply_policy(s, deny);
                         return false;
                 }
         }
@@ -1134,7 +1194,7 @@ static void mail_checked(SmtpSession *s, const RestrictResult *res) {
         if (res->reject) {
                 log_reject_by(s, "MAIL", res->reply,
                               smtpd_check_restriction(s->check));
-                reply(s, "%s", res->reply);
+                reply_policy(s, res->reply);
                 transaction_reset(s);
                 return;
         }
@@ -1169,14 +1229,14 @@ static bool cmd_rcpt(SmtpSession *s, const char *args) {
         }
         if (t->env.n_rcpts >= S(s)->recipient_limit) {
                 smtp_rcpt_args_done(&a);
-                reply(s, "452 4.5.3 Error: too many recipients");
+                reply_policy(s, "452 4.5.3 Error: too many recipients");
                 return false;
         }
         {
                 _cleanup_free_ char *deny = NULL;
                 if (smtpd_check_rate(s->check, ANVIL_RATE_RECIPIENT, &deny) == 0) {
                         smtp_rcpt_args_done(&a);
-                        reply(s, "%s", deny);
+                        reply_policy(s, deny);
                         return false;
                 }
         }
@@ -1207,7 +1267,7 @@ static void rcpt_checked(SmtpSession *s, const RestrictResult *res) {
                          "%sreject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
                          t->queue_id[0] ? "" : "NOQUEUE: ", s->client, res->reply, strempty(from),
                          strempty(esc), protocol_name(s), strempty(s->helo));
-                reply(s, "%s", res->reply);
+                reply_policy(s, res->reply);
                 smtp_rcpt_args_done(&a);
                 return;
         }
@@ -1272,7 +1332,7 @@ static void data_checked(SmtpSession *s, const RestrictResult *res) {
         if (res->reject) {
                 log_reject_by(s, "DATA", res->reply,
                               smtpd_check_restriction(s->check));
-                reply(s, "%s", res->reply);
+                reply_policy(s, res->reply);
                 return;
         }
         apply_effects(s, res);
@@ -1363,7 +1423,7 @@ static bool cmd_starttls(SmtpSession *s, const char *args) {
                 _cleanup_free_ char *deny = NULL;
                 /* 454 and the session goes on in plaintext, as in Postfix. */
                 if (smtpd_check_rate(s->check, ANVIL_RATE_NEW_TLS, &deny) == 0) {
-                        reply(s, "%s", deny);
+                        reply_policy(s, deny);
                         return false;
                 }
         }
@@ -1532,7 +1592,7 @@ static bool cmd_auth(SmtpSession *s, const char *args) {
         {
                 _cleanup_free_ char *deny = NULL;
                 if (smtpd_check_rate(s->check, ANVIL_RATE_AUTH, &deny) == 0) {
-                        reply(s, "%s", deny);
+                        reply_policy(s, deny);
                         return false;
                 }
         }
@@ -1667,7 +1727,9 @@ static void handle_command(SmtpSession *s, char *line, size_t len) {
 
         /* Refused at connect (session_greet()): nothing but QUIT. */
         if (s->access_denied && verb != SMTP_VERB_QUIT && verb != SMTP_VERB_UNKNOWN) {
+                s->policy_reply = true;
                 reply(s, "503 5.7.0 Error: access denied for %s", s->client);
+                s->policy_reply = false;
                 return;
         }
 
@@ -1835,6 +1897,10 @@ static void session_run(SmtpSession *s) {
                 if (r == -E2BIG) {
                         /* An overlong command line: answer once, then drop
                          * everything up to its end. */
+                        if (!s->skip_line && recording(s))
+                                smtpd_transcript_add(&s->transcript, "In:  ",
+                                                     "(overlong line not shown)",
+                                                     strlen("(overlong line not shown)"));
                         if (s->state == SMTP_STATE_AUTH_CLIENT)
                                 auth_end(s);
                         if (!s->skip_line) {
@@ -1854,6 +1920,14 @@ static void session_run(SmtpSession *s) {
                         s->skip_line = false;
                 } else {
                         char *line = s->in.data + s->in_pos;
+                        /* A SASL response is a password or its hash. */
+                        if (s->state == SMTP_STATE_AUTH_CLIENT) {
+                                if (recording(s))
+                                        smtpd_transcript_add(&s->transcript, "In:  ",
+                                                             "(AUTH response not shown)",
+                                                             strlen("(AUTH response not shown)"));
+                        } else
+                                record_command(s, line, len);
                         if (bare_lf && S(s)->bare_newline == SMTPD_BARE_NEWLINE_REJECT) {
                                 log_info("disconnect: bare <LF> received from %s", s->client);
                                 reply(s, "%u 5.5.2 %s Error: bare <LF> received",
@@ -1887,9 +1961,11 @@ static void session_run(SmtpSession *s) {
         if (s->eof && !s->dead && s->state != SMTP_STATE_COMMIT &&
             s->state != SMTP_STATE_TLS_HANDSHAKE) {
                 if (s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_BDAT ||
-                    s->in.len > s->in_pos)
+                    s->in.len > s->in_pos) {
                         log_info("lost connection after %s from %s", smtp_verb_name(s->last_verb),
                                  s->client);
+                        s->abort_reason = "lost connection";
+                }
                 s->dead = true;
         }
         (void) session_flush(s);
@@ -1976,6 +2052,7 @@ static int on_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
                 return 0;
         }
         log_info("timeout after %s from %s", smtp_verb_name(s->last_verb), s->client);
+        s->abort_reason = "timeout exceeded";
         s->sleeping = false;
         if (s->state != SMTP_STATE_CLOSING)
                 reply(s, "421 4.4.2 %s Error: timeout exceeded", S(s)->myhostname);
@@ -2035,6 +2112,12 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
         d = s->smtpd;
         if (s->client)
                 log_disconnect(s);
+        /* One postmaster notice per session, for the errors of the
+         * classes notify_classes lists; its failure is only logged. */
+        if (s->client && (s->error_classes & smtpd_notice_mask(d)))
+                smtpd_notice_send(d, &s->transcript, s->client,
+                                  s->error_classes & smtpd_notice_mask(d), s->abort_reason);
+        smtpd_transcript_done(&s->transcript);
         transaction_free(s->tx);
         smtpd_sasl_cancel(s->sasl_req);
         smtpd_check_session_free(s->check);
