@@ -114,9 +114,14 @@ unsigned smtpd_notice_classify(const char *reply) {
                 return 0;
         if (startswith(reply, "452 4.3.1"))
                 return SMTPD_NOTICE_RESOURCE;
+        /* Postfix counts a table that cannot be read (a restriction's
+         * "Temporary lookup failure") and a failed queue file write as
+         * resource problems. */
         if (startswith(reply, "451 4.3.0"))
-                return strstr(reply, "queue file write error") ? SMTPD_NOTICE_RESOURCE
-                                                               : SMTPD_NOTICE_SOFTWARE;
+                return strstr(reply, "queue file write error") ||
+                                       strstr(reply, "Temporary lookup failure")
+                               ? SMTPD_NOTICE_RESOURCE
+                               : SMTPD_NOTICE_SOFTWARE;
         if (reply[5] == '.' && reply[6] == '5' && reply[7] == '.')
                 return SMTPD_NOTICE_PROTOCOL;
         return 0;

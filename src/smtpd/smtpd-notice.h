@@ -49,8 +49,9 @@ void smtpd_transcript_done(SmtpdTranscript *t);
 unsigned smtpd_notice_mask(Smtpd *d);
 
 /* The class of an error reply by its code: X.5.Y (syntax and sequence)
- * is protocol, "452 4.3.1" and a 451 queue file write error resource,
- * other "451 4.3.0" software; anything else 0. */
+ * is protocol, "452 4.3.1", a 451 queue file write error and a 451
+ * temporary lookup failure resource, other "451 4.3.0" software; anything
+ * else 0. */
 unsigned smtpd_notice_classify(const char *reply);
 
 /* Names of the classes in mask, "policy, protocol", into buf. */
