@@ -121,6 +121,26 @@ def test_protocol_unknown_command(make_smtpd):
     assert len(notices(s)) == 1
 
 
+def test_notice_journal_entry(make_smtpd):
+    s = make_smtpd(journal=True, main_cf='notify_classes = protocol, policy\n')
+    session(s, 'EHLO client.example.org', 'FROB', 'MAIL FROM:<a@example.org>',
+            'RCPT TO:<someone@remote.example>')
+    env, msg = wait_notice(s)
+    rec = s.journal.wait(lambda r: r.get('MESSAGE_ID') == '79890b2bc9934193bd2245dacb8b6195',
+                         'the notice in the journal')
+    assert rec['POSTERN_QUEUE_ID'] == env['id']
+    assert rec['POSTERN_NOTIFY_CLASSES'] == 'policy, protocol'
+    assert rec['POSTERN_RECIPIENT'] == POSTMASTER
+    assert rec['POSTERN_CLIENT'].endswith('[127.0.0.1]')
+    assert rec['MESSAGE'].startswith('%s: postmaster notice of SMTP errors (policy, protocol) '
+                                     'from ' % env['id'])
+    # And the usual line of a queued message.
+    rec = s.journal.wait(lambda r: r.get('POSTERN_QUEUE_ID') == env['id'] and
+                         'nrcpt=1' in r.get('MESSAGE', ''), 'the from= line of the notice')
+    assert rec['MESSAGE'] == ('%s: from=<%s>, size=%d, nrcpt=1 (queue incoming)'
+                              % (env['id'], SENDER, s.read_queue_file(env['id'])[0]['size']))
+
+
 def test_message_content_never_in_transcript(make_smtpd):
     s = make_smtpd(main_cf='notify_classes = protocol\nerror_notice_recipient = hostmaster\n')
     c = s.connect()

@@ -178,11 +178,16 @@ static int put_wrapped(StrBuf *out, const char *line, size_t len) {
 static int build(Smtpd *d, const SmtpdTranscript *t, const char *client, const char *reason,
                  const char *queue_id, StrBuf *out) {
         const SmtpdSettings *s = &d->settings;
+        /* The client name came from the DNS: nothing of it may end the
+         * Subject line. */
+        _cleanup_free_ char *name = str_escape_log(client, 300);
         char date[64], stamp[32];
         time_t now = time(NULL);
         struct tm tm;
         int r;
 
+        if (!name)
+                return -ENOMEM;
         if (!localtime_r(&now, &tm) ||
             strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm) == 0)
                 strcpy(date, "Thu, 01 Jan 1970 00:00:00 +0000");
@@ -202,7 +207,7 @@ static int build(Smtpd *d, const SmtpdTranscript *t, const char *client, const c
                           "Transcript of session follows.\n"
                           "\n",
                           s->myhostname, s->mail_name, queue_id, date, date, s->myhostname,
-                          settings.recipient, s->mail_name, client, stamp, queue_id,
+                          settings.recipient, s->mail_name, name, stamp, queue_id,
                           s->myhostname);
         if (r < 0)
                 return r;
