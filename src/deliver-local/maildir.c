@@ -18,7 +18,16 @@
 #include "deliver-local.h"
 
 int deliver_make_dirs(const char *dir) {
-        _cleanup_free_ char *p = strdup(dir);
+        _cleanup_free_ char *p = NULL;
+
+        /* Usually all there already: one mkdir() says so, where a walk
+         * from the root took one per component (27 for a Maildir's three
+         * subdirectories under /home/user/Maildir). */
+        if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+                return 0;
+        if (errno != ENOENT)
+                return -errno;
+        p = strdup(dir);
         if (!p)
                 return -ENOMEM;
         for (char *s = p + 1;; s++) {
