@@ -178,6 +178,27 @@ def test_errors_before_accepted_mail_are_forgiven(make_smtpd):
     no_notice(s)
 
 
+def test_bounce_message_too_big(make_smtpd):
+    # As Postfix: mail refused for its size is the bounce class; the
+    # transcript goes to error_notice_recipient all the same.
+    s = make_smtpd(main_cf='notify_classes = bounce\nmessage_size_limit = 1000\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    c.cmd('MAIL FROM:<a@example.org>')
+    c.cmd('RCPT TO:<user@example.test>')
+    c.cmd('DATA')
+    c.send('Subject: big\r\n\r\n' + ('z' * 70 + '\r\n') * 30 + '.\r\n')
+    assert c.reply() == ['552 5.3.4 Message size exceeds fixed limit']
+    c.cmd('QUIT')
+    env, msg = wait_notice(s)
+    body = check_notice(env, msg)
+    assert ' In:  DATA\n Out: 354 End data with <CR><LF>.<CR><LF>\n' \
+        ' Out: 552 5.3.4 Message size exceeds fixed limit\n' in body
+    assert 'zzz' not in body
+    s.wait_log('postmaster notice of SMTP errors (bounce) from ')
+
+
 def test_default_classes_ignore_policy_and_protocol(make_smtpd):
     s = make_smtpd()
     session(s, 'EHLO client.example.org', 'FROB', 'MAIL FROM:<a@example.org>',

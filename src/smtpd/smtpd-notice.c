@@ -84,6 +84,9 @@ unsigned smtpd_notice_mask(Smtpd *d) {
                 {"protocol", SMTPD_NOTICE_PROTOCOL},
                 {"resource", SMTPD_NOTICE_RESOURCE},
                 {"software", SMTPD_NOTICE_SOFTWARE},
+                /* Postfix's smtpd sends transcripts of sessions whose mail
+                 * it refused (message size) for the bounce class as well. */
+                {"bounce", SMTPD_NOTICE_BOUNCE},
         };
 
         if (settings.loaded)
@@ -91,7 +94,7 @@ unsigned smtpd_notice_mask(Smtpd *d) {
         settings.loaded = true;
         if (!d->config)
                 return 0;
-        /* The other classes (bounce, 2bounce, delay, data) are the bounce
+        /* The other classes (2bounce, delay, data) are the bounce
          * service's; it warns about unknown names. */
         STRV_FOREACH(i, conf_get_list(d->config, P_NOTIFY_CLASSES))
                 for (size_t k = 0; k < ELEMENTSOF(classes); k++)
@@ -122,13 +125,16 @@ unsigned smtpd_notice_classify(const char *reply) {
                                        strstr(reply, "Temporary lookup failure")
                                ? SMTPD_NOTICE_RESOURCE
                                : SMTPD_NOTICE_SOFTWARE;
+        if (startswith(reply, "552 5.3.4"))
+                return SMTPD_NOTICE_BOUNCE;
         if (reply[5] == '.' && reply[6] == '5' && reply[7] == '.')
                 return SMTPD_NOTICE_PROTOCOL;
         return 0;
 }
 
 const char *smtpd_notice_class_names(unsigned mask, char *buf, size_t size) {
-        static const char *const names[] = {"policy", "protocol", "resource", "software"};
+        static const char *const names[] = {"policy", "protocol", "resource", "software",
+                                            "bounce"};
         size_t n = 0;
 
         if (size == 0)

@@ -22,6 +22,7 @@ enum {
         SMTPD_NOTICE_PROTOCOL = 1 << 1, /* syntax, sequence, unknown command, pipelining */
         SMTPD_NOTICE_RESOURCE = 1 << 2, /* queue storage: 452 4.3.1, queue file write error */
         SMTPD_NOTICE_SOFTWARE = 1 << 3, /* internal errors: 451 4.3.0 */
+        SMTPD_NOTICE_BOUNCE = 1 << 4,   /* a message refused for its size: 552 5.3.4 */
 };
 
 /* Caps: the last lines only, as much as fits. */
@@ -50,8 +51,8 @@ unsigned smtpd_notice_mask(Smtpd *d);
 
 /* The class of an error reply by its code: X.5.Y (syntax and sequence)
  * is protocol, "452 4.3.1", a 451 queue file write error and a 451
- * temporary lookup failure resource, other "451 4.3.0" software; anything
- * else 0. */
+ * temporary lookup failure resource, other "451 4.3.0" software, "552
+ * 5.3.4" bounce; anything else 0. */
 unsigned smtpd_notice_classify(const char *reply);
 
 /* Names of the classes in mask, "policy, protocol", into buf. */

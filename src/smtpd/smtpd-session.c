@@ -1129,7 +1129,9 @@ static bool cmd_mail(SmtpSession *s, const char *args) {
         }
         if (S(s)->message_size_limit && m.size > S(s)->message_size_limit) {
                 smtp_mail_args_done(&m);
-                reply(s, "552 5.3.4 Message size exceeds fixed limit");
+                /* A declared SIZE is policy (Postfix); the actual size at
+                 * the end of the message is the bounce class. */
+                reply_policy(s, "552 5.3.4 Message size exceeds fixed limit");
                 return false;
         }
         /* queue_minfree and the declared SIZE against the free space. */
