@@ -5,7 +5,7 @@ RestrictNet builds two namespaces joined by a veth pair:
   server  lo (127.0.0.1: dnsmasq on port 53, loopback clients), 198.51.100.1
           on the link; postern-smtpd runs here under systemd-socket-activate
   client  192.0.2.10 and 192.0.2.11 on the link: "external" clients outside
-          mynetworks
+          mynetworks; also 192.0.2.12 and 192.0.2.13 (MORE_CLIENT_ADDRS)
 
 Each side routes the other's /24 over the link. dnsmasq answers from its
 own records only (--local for the test domains: NXDOMAIN for anything not
@@ -26,6 +26,7 @@ from netns_helpers import sh, stop_process, wait_for
 
 SERVER_ADDR = '198.51.100.1'
 CLIENT_ADDRS = ['192.0.2.10', '192.0.2.11']
+MORE_CLIENT_ADDRS = ['192.0.2.12', '192.0.2.13']
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL('libc.so.6', use_errno=True)
@@ -102,7 +103,7 @@ class RestrictNet:
             sh('ip', '-n', self.server, 'addr', 'add', SERVER_ADDR + '/24', 'dev', va)
             sh('ip', '-n', self.server, 'link', 'set', va, 'up')
             sh('ip', '-n', self.server, 'route', 'add', '192.0.2.0/24', 'dev', va)
-            for a in CLIENT_ADDRS:
+            for a in CLIENT_ADDRS + MORE_CLIENT_ADDRS:
                 sh('ip', '-n', self.client, 'addr', 'add', a + '/24', 'dev', vb)
             sh('ip', '-n', self.client, 'link', 'set', vb, 'up')
             sh('ip', '-n', self.client, 'route', 'add', '198.51.100.0/24', 'dev', vb)

@@ -489,12 +489,12 @@ def test_delay_reject_no_rejects_client_at_connect(make):
     assert c.reply() == [
         '554 5.7.1 <client.example.net[192.0.2.10]>: Client host rejected: Access denied']
     assert c.cmd('EHLO client.example.net') == [
-        '503 5.7.0 Error: access denied for unknown[192.0.2.10]']
+        '503 5.7.0 Error: access denied for client.example.net[192.0.2.10]']
     assert c.cmd('MAIL FROM:<a@good.example>') == [
-        '503 5.7.0 Error: access denied for unknown[192.0.2.10]']
+        '503 5.7.0 Error: access denied for client.example.net[192.0.2.10]']
     assert c.cmd('QUIT') == ['221 2.0.0 Bye']
     c.close()
-    srv.wait_log('NOQUEUE: reject: CONNECT from unknown[192.0.2.10]: 554 5.7.1 '
+    srv.wait_log('NOQUEUE: reject: CONNECT from client.example.net[192.0.2.10]: 554 5.7.1 '
                  '<client.example.net[192.0.2.10]>: Client host rejected: Access denied')
     # Another client is greeted and gets through.
     assert converse(srv, source=UNLISTED) == '250 2.1.5 Ok'
@@ -524,7 +524,7 @@ def test_delay_reject_yes_rejects_client_at_rcpt(make):
     assert c.cmd('RCPT TO:<alice@example.test>') == [
         '554 5.7.1 <client.example.net[192.0.2.10]>: Client host rejected: Access denied']
     c.close()
-    srv.wait_log('NOQUEUE: reject: RCPT from unknown[192.0.2.10]: 554 5.7.1')
+    srv.wait_log('NOQUEUE: reject: RCPT from client.example.net[192.0.2.10]: 554 5.7.1')
 
 
 def test_delay_reject_no_rejects_at_helo(make):
@@ -541,7 +541,7 @@ def test_warn_if_reject(make):
     srv = make(RELAY_CF + 'smtpd_helo_restrictions = warn_if_reject, '
                'reject_non_fqdn_helo_hostname\n')
     assert converse(srv, helo='box') == '250 2.1.5 Ok'
-    srv.wait_log('reject_warning: RCPT from unknown[192.0.2.10]: 504 5.5.2 <box>: Helo command '
+    srv.wait_log('reject_warning: RCPT from client.example.net[192.0.2.10]: 504 5.5.2 <box>: Helo command '
                  'rejected: need fully-qualified hostname')
 
 
@@ -583,7 +583,7 @@ def test_access_actions(make, action):
         if verb == 'PREPEND':
             assert b'\nX-Seen: yes\n' in content
         elif verb == 'WARN':
-            srv.wait_log('warn: RCPT from unknown[192.0.2.10]: <alice@example.test>: Recipient '
+            srv.wait_log('warn: RCPT from client.example.net[192.0.2.10]: <alice@example.test>: Recipient '
                          'address watch this')
         else:
             srv.wait_log('%s action is not supported' % verb)
@@ -744,7 +744,7 @@ def test_message_rate_limit(make):
     assert mail() == '250 2.1.0 Ok'
     assert mail() == '450 4.7.1 Error: too much mail from 192.0.2.10'
     c.close()
-    srv.wait_log('Message delivery request rate limit exceeded: 3 from unknown[192.0.2.10] for '
+    srv.wait_log('Message delivery request rate limit exceeded: 3 from client.example.net[192.0.2.10] for '
                  'service smtpd (smtpd_client_message_rate_limit)')
     wait_reset(lambda: fresh(srv, 'MAIL FROM:<a@good.example>'), '250 2.1.0 Ok')
 
@@ -761,7 +761,7 @@ def test_recipient_rate_limit(make):
     assert [rcpt(), rcpt()] == ['250 2.1.5 Ok'] * 2
     assert rcpt() == '450 4.7.1 Error: too many recipients from 192.0.2.10'
     c.close()
-    srv.wait_log('Recipient address rate limit exceeded: 3 from unknown[192.0.2.10]')
+    srv.wait_log('Recipient address rate limit exceeded: 3 from client.example.net[192.0.2.10]')
     wait_reset(lambda: fresh(srv, 'MAIL FROM:<a@good.example>', 'RCPT TO:<alice@example.test>'),
                '250 2.1.5 Ok')
 
@@ -778,7 +778,7 @@ def test_connection_rate_limit(make):
     assert banner()[:3] == '220'
     assert banner()[:3] == '220'
     assert banner() == '421 4.7.0 mx.example.test Error: too many connections from 192.0.2.10'
-    srv.wait_log('Connection rate limit exceeded: 3 from unknown[192.0.2.10] for service smtpd')
+    srv.wait_log('Connection rate limit exceeded: 3 from client.example.net[192.0.2.10] for service smtpd')
     wait_reset(lambda: banner()[:3], '220')
     # Clients in mynetworks are exempt (smtpd_client_event_limit_exceptions).
     for _ in range(4):
@@ -798,7 +798,7 @@ def test_connection_count_limit_across_services(make, tmp_path):
     assert second.reply() == [
         '421 4.7.0 mx.example.test Error: too many connections from 192.0.2.10']
     second.close()
-    b.wait_log('Connection concurrency limit exceeded: 2 from unknown[192.0.2.10] for service '
+    b.wait_log('Connection concurrency limit exceeded: 2 from client.example.net[192.0.2.10] for service '
                'submission')
     first.cmd('QUIT')
     first.close()
@@ -843,7 +843,7 @@ def test_new_tls_session_rate_limit(make, tmp_path):
             c.close()
     assert starttls().startswith('220')
     assert starttls(then_mail=True) == '454 4.7.0 Error: too many new TLS sessions from 192.0.2.10'
-    srv.wait_log('New TLS session rate limit exceeded: 2 from unknown[192.0.2.10]')
+    srv.wait_log('New TLS session rate limit exceeded: 2 from client.example.net[192.0.2.10]')
     wait_reset(lambda: starttls()[:3], '220')
 
 
@@ -1205,7 +1205,7 @@ def test_auth_rate_limit_logged(make):
         assert c.cmd('AUTH PLAIN AGFsaWNlAHdyb25n') == [
             '450 4.7.1 Error: too many AUTH commands from 192.0.2.10']
         c.close()
-        srv.wait_log('AUTH command rate limit exceeded: 2 from unknown[192.0.2.10] for service '
+        srv.wait_log('AUTH command rate limit exceeded: 2 from client.example.net[192.0.2.10] for service '
                      'smtpd (smtpd_client_auth_rate_limit)')
     finally:
         dov.cleanup()
@@ -1263,7 +1263,7 @@ def test_limit_journal_fields(make):
                                      '450 4.7.1 Error: too much mail from 192.0.2.10']
     rec = srv.journal.wait(lambda r: 'rate limit exceeded' in r.get('MESSAGE', ''),
                            'the limit record')
-    assert rec['POSTERN_CLIENT'] == 'unknown[192.0.2.10]'
+    assert rec['POSTERN_CLIENT'] == 'client.example.net[192.0.2.10]'
     assert rec['POSTERN_LIMIT'] == 'smtpd_client_message_rate_limit'
     assert rec['PRIORITY'] == '4'
 

@@ -85,18 +85,18 @@ def test_smtplib_message_queued(smtpd):
     assert env['service'] == 'smtpd'
     assert int(env['size']) == hdr['size'] == len(content)
     text = content.decode()
-    assert text.startswith('Received: from client.example.org (unknown [127.0.0.1])\n'
+    assert text.startswith('Received: from client.example.org (localhost [127.0.0.1])\n'
                            '\tby mx.example.test (postern) with ESMTP id %s\n'
                            '\tfor <user@example.test>; ' % qid)
     assert text.endswith('Subject: test\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n'
                          'Message-ID: <t1@example.org>\n\nHello.\n')
     assert '\r' not in text
     # The journal-shaped log lines.
-    smtpd.wait_log('disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 '
+    smtpd.wait_log('disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 '
                    'commands=5')
     log = smtpd.log_text()
-    assert 'connect from unknown[127.0.0.1]' in log
-    assert '%s: client=unknown[127.0.0.1]' % qid in log
+    assert 'connect from localhost[127.0.0.1]' in log
+    assert '%s: client=localhost[127.0.0.1]' % qid in log
     assert '%s: from=<sender@example.org>, size=%d, nrcpt=1' % (qid, len(content)) in log
 
 
@@ -160,7 +160,7 @@ def test_relay_control(smtpd):
         '454 4.7.1 <user@[192.0.2.1]>: Relay access denied']
     # After the first accepted RCPT the transaction has its queue ID: Postfix
     # logs the rejection under it instead of NOQUEUE.
-    smtpd.wait_log(': reject: RCPT from unknown[127.0.0.1]: 454 4.7.1 '
+    smtpd.wait_log(': reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 '
                    '<user@elsewhere.example>: Relay access denied; from=<a@example.org> '
                    'to=<user@elsewhere.example> proto=ESMTP helo=<x.example.org>')
 
@@ -179,11 +179,11 @@ def test_reject_log_names_the_restriction(make_smtpd):
     rec = s.journal.wait(lambda r: 'Relay access denied' in r.get('MESSAGE', ''),
                          'the relay rejection in the journal')
     assert rec['MESSAGE'] == (
-        'NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <user@elsewhere.example>: '
+        'NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 554 5.7.1 <user@elsewhere.example>: '
         'Relay access denied; from=<a@example.org> to=<user@elsewhere.example> proto=ESMTP '
         'helo=<x.example.org>')
     assert rec['POSTERN_RESTRICTION'] == 'reject_unauth_destination'
-    assert rec['POSTERN_CLIENT'] == 'unknown[127.0.0.1]'
+    assert rec['POSTERN_CLIENT'] == 'localhost[127.0.0.1]'
     assert rec['POSTERN_RECIPIENT'] == 'user@elsewhere.example'
     assert rec['POSTERN_SENDER'] == 'a@example.org'
     # A rejection outside the access policy names no restriction.
@@ -229,7 +229,7 @@ def test_improper_pipelining_rejected(smtpd):
     c.send('EHLO client.example.org\r\nMAIL FROM:<a@example.org>\r\n')
     assert c.reply() == ['554 5.5.0 Error: SMTP protocol synchronization']
     assert c.closed()
-    smtpd.wait_log('improper command pipelining after ehlo from unknown[127.0.0.1]')
+    smtpd.wait_log('improper command pipelining after ehlo from localhost[127.0.0.1]')
 
 
 def test_improper_pipelining_allowed_when_not_forbidden(make_smtpd):
@@ -305,7 +305,7 @@ def test_hard_error_limit(make_smtpd):
     assert c.reply() == ['502 5.5.2 Error: command not recognized']
     assert c.reply() == ['421 4.7.0 mx.example.test Error: too many errors']
     assert c.closed()
-    s.wait_log('disconnect from unknown[127.0.0.1] unknown=0/5 commands=0/5')
+    s.wait_log('disconnect from localhost[127.0.0.1] unknown=0/5 commands=0/5')
 
 
 def test_error_sleep_does_not_block_others(make_smtpd):
@@ -329,7 +329,7 @@ def test_timeout(make_smtpd):
     c.reply()
     assert c.reply() == ['421 4.4.2 mx.example.test Error: timeout exceeded']
     assert c.closed()
-    s.wait_log('timeout after unknown from unknown[127.0.0.1]')
+    s.wait_log('timeout after unknown from localhost[127.0.0.1]')
 
 
 SMUGGLING = [
@@ -447,13 +447,13 @@ def test_content_checks(make_smtpd, tmp_path):
     _, content, _ = s.read_queue_file(qid)
     assert b'X-Keep: yes\n' in content
     assert b'X-Drop-Me' not in content
-    s.wait_log('warning: header Subject: warn me from unknown[127.0.0.1]')
+    s.wait_log('warning: header Subject: warn me from localhost[127.0.0.1]')
 
     qid = queued_id(send_subject(s, 'redirect me'))
     _, _, env = s.read_queue_file(qid)
     assert env['rcpt'] == [('-', '-', '-', 'catch@example.test')]
     log = s.log_text()
-    assert 'reject: header Subject: reject me from unknown[127.0.0.1]' in log
+    assert 'reject: header Subject: reject me from localhost[127.0.0.1]' in log
     assert 'hold: header Subject: hold me' in log
 
 
@@ -528,7 +528,7 @@ def test_queue_minfree(make_smtpd, small_queue):
     # Postfix: 1.5 times message_size_limit must be free (10 MB > 1 MiB).
     s = make_smtpd(queue_dir=str(small_queue), main_cf='message_size_limit = 10000000\n')
     assert mail(s) == full
-    s.wait_log('NOQUEUE: reject: MAIL from unknown[127.0.0.1]: 452 4.3.1 Insufficient system '
+    s.wait_log('NOQUEUE: reject: MAIL from localhost[127.0.0.1]: 452 4.3.1 Insufficient system '
                'storage; from=<> proto=ESMTP helo=<client.example.org>')
     s.wait_log('warning: not enough free space in mail queue')
     # With a small limit, queue_minfree decides.

@@ -194,7 +194,7 @@ def test_shipped_submission_requires_auth(env):
     c.cmd('MAIL FROM:<alice@example.test>')
     for rcpt in ('someone@remote.example', 'user@example.test'):
         r = c.cmd('RCPT TO:<%s>' % rcpt)
-        assert r == ['554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied'], r
+        assert r == ['554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied'], r
     assert c.cmd('DATA') == ['554 5.5.1 Error: no valid recipients']
     c.cmd('RSET')
     assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
@@ -235,10 +235,10 @@ def test_auth_plain_and_login_with_smtplib(env):
     s.wait_log('SASL PLAIN authentication failed')
     s.wait_log('SASL LOGIN authentication failed')
     log = s.log_text()
-    assert 'warning: unknown[127.0.0.1]: SASL PLAIN authentication failed' in log
-    assert 'client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice' in log
-    assert 'client=unknown[127.0.0.1], sasl_method=LOGIN, sasl_username=alice' in log
-    assert 'Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher' \
+    assert 'warning: localhost[127.0.0.1]: SASL PLAIN authentication failed' in log
+    assert 'client=localhost[127.0.0.1], sasl_method=PLAIN, sasl_username=alice' in log
+    assert 'client=localhost[127.0.0.1], sasl_method=LOGIN, sasl_username=alice' in log
+    assert 'Anonymous TLS connection established from localhost[127.0.0.1]: TLSv1.3 with cipher' \
         in log
     # Never a password or an AUTH exchange in the log.
     assert 'secret-a' not in log and 'wrong' not in log
@@ -312,7 +312,7 @@ def test_wrong_passwords_count_as_errors(env):
     assert c.reply()[0].startswith('535 5.7.8')
     assert c.reply() == ['421 4.7.0 mx.example.test Error: too many errors']
     assert c.closed()
-    assert s.log_text().count('warning: unknown[127.0.0.1]: SASL PLAIN authentication failed') == 3
+    assert s.log_text().count('warning: localhost[127.0.0.1]: SASL PLAIN authentication failed') == 3
 
 
 @needs_dovecot
@@ -357,7 +357,7 @@ def test_dovecot_socket_missing(env):
     assert c.cmd('NOOP') == ['250 2.0.0 Ok']
     assert c.cmd('MAIL FROM:<alice@example.test>') == ['250 2.1.0 Ok']
     c.cmd('QUIT')
-    s.wait_log('warning: unknown[127.0.0.1]: SASL PLAIN authentication failed:')
+    s.wait_log('warning: localhost[127.0.0.1]: SASL PLAIN authentication failed:')
     assert s.proc.poll() is None
 
 
@@ -454,7 +454,7 @@ def test_old_protocols_refused(env, protocols):
         with pytest.raises(ssl.SSLError):
             tls_connect(s.port, ctx)
     # The server is what refuses: it says so with the client's address.
-    s.wait_log('SSL_accept error from unknown[127.0.0.1]: unsupported protocol')
+    s.wait_log('SSL_accept error from localhost[127.0.0.1]: unsupported protocol')
     ctx = client_context(minimum_version=ssl.TLSVersion.TLSv1_2,
                          maximum_version=ssl.TLSVersion.TLSv1_2)
     with tls_connect(s.port, ctx) as t:
@@ -562,7 +562,7 @@ def test_protocols_setting_decides_may(env, setting, accepted):
     s = env.make(main_cf='smtpd_tls_security_level = may\n' + setting)
     assert starttls_version(s.port, tls12_client()) == ('TLSv1.2' if accepted else None)
     if not accepted:
-        s.wait_log('SSL_accept error from unknown[127.0.0.1]: unsupported protocol')
+        s.wait_log('SSL_accept error from localhost[127.0.0.1]: unsupported protocol')
     # A TLS 1.3 client gets in either way.
     assert starttls_version(s.port, client_context()) == 'TLSv1.3'
 
@@ -587,10 +587,10 @@ def test_tls_loglevel(env, level):
     c.starttls()
     assert c.cmd('QUIT') == ['221 2.0.0 Bye']
     c.close()
-    s.wait_log('disconnect from unknown[127.0.0.1]')
+    s.wait_log('disconnect from localhost[127.0.0.1]')
     log = s.log_text()
-    lines = ('setting up TLS connection from unknown[127.0.0.1]',
-             'Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher')
+    lines = ('setting up TLS connection from localhost[127.0.0.1]',
+             'Anonymous TLS connection established from localhost[127.0.0.1]: TLSv1.3 with cipher')
     for line in lines:
         assert (line in log) == (level == 2), log
 
@@ -618,13 +618,13 @@ def test_plaintext_pipelined_after_starttls_is_discarded(env, forbid):
         # Postfix 3.9 behaviour: a protocol violation ends the session.
         assert c.reply() == ['554 5.5.0 Error: SMTP protocol synchronization']
         assert c.closed()
-        s.wait_log('improper command pipelining after starttls from unknown[127.0.0.1]')
+        s.wait_log('improper command pipelining after starttls from localhost[127.0.0.1]')
         return
     assert c.reply() == ['220 2.0.0 Ready to start TLS']
     c.sock = client_context().wrap_socket(c.sock)
     c.cmd('EHLO client.example.org')
     assert c.cmd('RCPT TO:<user@example.test>') == ['503 5.5.1 Error: need MAIL command']
-    s.wait_log('improper command pipelining after STARTTLS from unknown[127.0.0.1]: '
+    s.wait_log('improper command pipelining after STARTTLS from localhost[127.0.0.1]: '
                'discarding %d bytes of plaintext' % len('MAIL FROM:<evil@x.example>\r\n'))
 
 
