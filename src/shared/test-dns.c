@@ -1,7 +1,7 @@
 /* test-dns.c: unit tests of dns.c that need no DNS server: reverse names
  * for PTR and DNSBL queries, type names, resolver set-up with good and bad
  * server lists, and a lookup against a closed local port failing as a
- * temporary error (never "not found"). Lookups against a real server are
+ * temporary error (never "not found"), and the hosts file readers. Lookups against a real server are
  * covered by tests/test_deliver_remote.py with dnsmasq. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dns.h"
 #include "macro.h"
@@ -89,4 +90,58 @@ static void test_resolver(void) {
         sd_event_unref(e);
 }
 
-TEST_MAIN(test_reverse_name, test_resolver)
+static void test_hosts_file(void) {
+        char path[] = "/tmp/test-dns-hosts.XXXXXX";
+        InetAddr a, *addrs = NULL;
+        char *name = NULL;
+        FILE *f;
+        int fd;
+
+        fd = mkstemp(path);
+        CHECK(fd >= 0);
+        f = fdopen(fd, "w");
+        CHECK(f != NULL);
+        fputs("# comment 192.0.2.9 commented.example\n"
+              "127.0.0.1\tlocalhost\n"
+              "192.0.2.1 first.example alias.example # trailing\n"
+              "192.0.2.1 second.example\n"
+              "not-an-address bogus.example\n"
+              "192.0.2.7\n"
+              "2001:db8::1 first.example\n"
+              "192.0.2.2 First.Example.\n", f);
+        fclose(f);
+
+        CHECK(inet_addr_parse("192.0.2.1", &a) == 0);
+        CHECK_INT(dns_hosts_name(path, &a, &name), 1);
+        CHECK_STR(name, "first.example");
+        free(name);
+        CHECK(inet_addr_parse("127.0.0.1", &a) == 0);
+        CHECK_INT(dns_hosts_name(path, &a, &name), 1);
+        CHECK_STR(name, "localhost");
+        free(name);
+        CHECK(inet_addr_parse("192.0.2.7", &a) == 0);           /* no name */
+        CHECK_INT(dns_hosts_name(path, &a, &name), 0);
+        CHECK(inet_addr_parse("192.0.2.9", &a) == 0);           /* commented out */
+        CHECK_INT(dns_hosts_name(path, &a, &name), 0);
+
+        CHECK_INT(dns_hosts_addrs(path, "first.example.", AF_INET, &addrs), 2);
+        CHECK(inet_addr_parse("192.0.2.1", &a) == 0);
+        CHECK(memcmp(addrs[0].bytes, a.bytes, 4) == 0);
+        CHECK(inet_addr_parse("192.0.2.2", &a) == 0);
+        CHECK(memcmp(addrs[1].bytes, a.bytes, 4) == 0);
+        free(addrs);
+        CHECK_INT(dns_hosts_addrs(path, "FIRST.example", AF_INET6, &addrs), 1);
+        CHECK(addrs[0].family == AF_INET6);
+        free(addrs);
+        CHECK_INT(dns_hosts_addrs(path, "alias.example", AF_INET, &addrs), 1);
+        free(addrs);
+        CHECK_INT(dns_hosts_addrs(path, "bogus.example", AF_INET, &addrs), 0);
+        CHECK(addrs == NULL);
+        CHECK_INT(dns_hosts_addrs(path, "first", AF_INET, &addrs), 0);
+        unlink(path);
+        /* A missing file is an empty one. */
+        CHECK_INT(dns_hosts_name(path, &a, &name), 0);
+        CHECK_INT(dns_hosts_addrs(path, "first.example", AF_INET, &addrs), 0);
+}
+
+TEST_MAIN(test_reverse_name, test_resolver, test_hosts_file)

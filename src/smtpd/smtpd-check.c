@@ -472,7 +472,8 @@ static void peer_have_reverse(SmtpdPeerLookup *l) {
                 peer_finish(l);
                 return;
         }
-        if (len == 0 || len > 255 || !addr_domain_valid(l->name, len, false)) {
+        if (len == 0 || len > 255 || l->name[0] == '[' ||
+            !addr_domain_valid(l->name, len, false)) {
                 _cleanup_free_ char *esc = str_escape_log(l->name, 300);
                 log_warning("malformed hostname for address %s: %s", l->addr_str, strempty(esc));
                 l->name_status = l->reverse_status = RESTRICT_NAME_PERM;
