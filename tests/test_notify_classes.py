@@ -14,7 +14,7 @@ import pytest
 
 import dovecot_helpers
 from dovecot_helpers import Dovecot
-from smtpd_helpers import SMTPD, Smtpd, wait_for
+from smtpd_helpers import SMTPD, RawClient, Smtpd, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SMTPD), reason='postern-smtpd not built')
 
@@ -300,3 +300,46 @@ def test_failed_auth_never_in_transcript(make_smtpd):
     finally:
         s.cleanup()
         dovecot.cleanup()
+
+
+@pytest.fixture
+def instance():
+    """A whole postern (e2e_helpers.Instance) with the tutorial's virtual
+    mailbox domain: postmaster@example.com is an alias of info@example.com."""
+    import e2e_helpers
+    if os.geteuid() != 0 or not e2e_helpers.SOCKET_ACTIVATE or not all(
+            os.access(p, os.X_OK) for p in e2e_helpers.PROGRAMS.values()):
+        pytest.skip('needs root, systemd-socket-activate and all daemons')
+    inst = e2e_helpers.Instance('notify_classes = protocol\n')
+    mailboxes = inst.table('vmailbox', 'info@example.com    example.com/info/\n')
+    aliases = inst.table('virtual', 'postmaster@example.com  info@example.com\n')
+    with open(os.path.join(inst.confdir, 'main.cf'), 'a') as f:
+        f.write('virtual_mailbox_domains = example.com\n'
+                'virtual_mailbox_maps = %s\n'
+                'virtual_alias_maps = %s\n'
+                'virtual_uid_maps = static:5000\n'
+                'virtual_gid_maps = static:5000\n' % (mailboxes, aliases))
+    yield inst
+    inst.cleanup()
+
+
+def test_notice_delivered(instance):
+    """The notice goes through the queue manager like any mail and reaches
+    the postmaster's mailbox."""
+    import e2e_helpers
+    inst = instance.start()
+    c = RawClient(inst.smtpd_port)
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    assert c.cmd('FROB') == ['502 5.5.2 Error: command not recognized']
+    c.cmd('QUIT')
+    box = os.path.join(inst.vmail, 'example.com', 'info')
+    files = e2e_helpers.wait_for(lambda: e2e_helpers.maildir_messages(box),
+                                 what='the notice in the postmaster mailbox')
+    assert len(files) == 1
+    with open(files[0], 'rb') as f:
+        msg = email.message_from_bytes(f.read(), policy=email.policy.default)
+    assert msg['Return-Path'] == '<double-bounce@example.com>'
+    assert msg['X-Original-To'] == 'postmaster@example.com'
+    assert msg['Subject'].startswith('postern SMTP server: errors from ')
+    assert ' In:  FROB\n Out: 502 5.5.2 Error: command not recognized\n' in msg.get_content()
