@@ -154,9 +154,18 @@ int priv_drop(uid_t uid, gid_t gid) {
         return 0;
 }
 
+static bool next_in_place;
+
+void priv_run_next_in_place(void) {
+        next_in_place = true;
+}
+
 void priv_run(const DeliverUser *user, PrivFunc f, void *userdata, DeliverResult *ret) {
+        bool in_place = next_in_place;
         int p[2], status, r;
         pid_t pid;
+
+        next_in_place = false;
 
         if (user->uid == 0) {
                 deliver_result_set(ret, DELIVER_DEFERRED, "4.3.0", "refusing to deliver as root");
@@ -167,6 +176,20 @@ void priv_run(const DeliverUser *user, PrivFunc f, void *userdata, DeliverResult
                                    "cannot deliver as uid %u: delivery agent is not running "
                                    "as root",
                                    (unsigned)user->uid);
+                return;
+        }
+        if (in_place) {
+                /* The same as the child below, without the fork: nothing
+                 * runs as root in this process after it. */
+                r = priv_drop(user->uid, user->gid);
+                if (r < 0)
+                        deliver_result_set(ret, DELIVER_DEFERRED, "4.3.0",
+                                           "cannot change to uid %u gid %u: %s",
+                                           (unsigned)user->uid, (unsigned)user->gid, strerror(-r));
+                else
+                        f(userdata, ret);
+                if (!ret->text)
+                        deliver_result_set(ret, DELIVER_DEFERRED, "4.3.0", "internal error");
                 return;
         }
         if (pipe2(p, O_CLOEXEC) < 0) {

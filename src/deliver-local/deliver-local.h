@@ -173,6 +173,11 @@ typedef struct DeliverUser {
  * gives deferred 4.3.0. */
 typedef void (*PrivFunc)(void *userdata, DeliverResult *ret);
 void priv_run(const DeliverUser *user, PrivFunc f, void *userdata, DeliverResult *ret);
+/* Only in a recipient's child process (deliver-local-bus.c), right before a
+ * priv_run() that is its last step: that priv_run() drops to the user in
+ * this process instead of forking another child, since the child only
+ * writes the result and exits after it. */
+void priv_run_next_in_place(void);
 /* Drops to uid/gid in the current process. Returns 0 or a negative errno. */
 int priv_drop(uid_t uid, gid_t gid);
 /* Looks up a user by name or uid into a DeliverUser whose strings live in

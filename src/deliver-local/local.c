@@ -53,6 +53,7 @@ typedef struct LocalState {
         char **seen;        /* duplicate filter: "kind:value" */
         char **fwd_rcpts;   /* remote addresses of the expansion */
         char **fwd_senders; /* their envelope senders, in step */
+        bool last_step;     /* the mailbox delivery of the recipient itself, nothing after it */
 } LocalState;
 
 /* Where a destination came from, and with whose rights it runs. */
@@ -541,6 +542,8 @@ static void deliver_mailbox(LocalState *st, const DeliverUser *pw, const char *a
                         add_error(st, DELIVER_DEFERRED, "4.3.0", "out of memory");
                         return;
                 }
+                if (st->last_step)
+                        priv_run_next_in_place();
                 priv_run(pw, home_mailbox_priv, &a, &r);
         } else if (endswith(s->mail_spool_directory, "/")) {
                 /* Maildir in the spool: the directory is made (as root) and
@@ -748,7 +751,12 @@ static void deliver_address(LocalState *st, const char *addr, const LocalCtx *ct
                     deliver_dot_forward(st, &pw, address, extension, local, ctx, depth))
                         return;
         }
+        /* The recipient itself, not reached through an alias or a
+         * .forward: its mailbox is the only destination, and what
+         * local_deliver() does after it needs no privileges. */
+        st->last_step = depth == 0 && !st->fwd_rcpts;
         deliver_mailbox(st, &pw, address, extension, local);
+        st->last_step = false;
         return;
 oom:
         add_error(st, DELIVER_DEFERRED, "4.3.0", "out of memory");

@@ -139,5 +139,7 @@ void virtual_deliver(const DeliverMsg *m, DeliverResult *ret) {
                 .home = s->virtual_mailbox_base,
                 .shell = "/bin/false",
         };
+        /* The last step of the recipient's child process. */
+        priv_run_next_in_place();
         priv_run(&u, virtual_priv, &a, ret);
 }
