@@ -5,7 +5,7 @@ RestrictNet builds two namespaces joined by a veth pair:
   server  lo (127.0.0.1: dnsmasq on port 53, loopback clients), 198.51.100.1
           on the link; postern-smtpd runs here under systemd-socket-activate
   client  192.0.2.10 and 192.0.2.11 on the link: "external" clients outside
-          mynetworks; also 192.0.2.12 and 192.0.2.13 (MORE_CLIENT_ADDRS)
+          mynetworks; also 192.0.2.12 to .14 (MORE_CLIENT_ADDRS)
 
 Each side routes the other's /24 over the link. dnsmasq answers from its
 own records only (--local for the test domains: NXDOMAIN for anything not
@@ -26,7 +26,7 @@ from netns_helpers import sh, stop_process, wait_for
 
 SERVER_ADDR = '198.51.100.1'
 CLIENT_ADDRS = ['192.0.2.10', '192.0.2.11']
-MORE_CLIENT_ADDRS = ['192.0.2.12', '192.0.2.13']
+MORE_CLIENT_ADDRS = ['192.0.2.12', '192.0.2.13', '192.0.2.14']
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL('libc.so.6', use_errno=True)

@@ -13,7 +13,8 @@ another one where dnsmasq answers (see dns_helpers.py):
   192.0.2.10  PTR client.example.net, which has A 192.0.2.10: verified
   192.0.2.11  no PTR record
   192.0.2.12  PTR forged.example.net, which has A 192.0.2.99 only
-  192.0.2.13  PTR gone.example.net, which does not exist"""
+  192.0.2.13  PTR gone.example.net, which does not exist
+  192.0.2.14  PTR 192.0.2.14, a numeric name"""
 import shutil
 import socket
 import tempfile
@@ -27,7 +28,7 @@ from smtpd_helpers import wait_for
 from test_restrictions import RELAY_CF, NsSmtpd
 
 VERIFIED, NO_PTR = CLIENT_ADDRS
-FORGED, GONE = MORE_CLIENT_ADDRS
+FORGED, GONE, NUMERIC = MORE_CLIENT_ADDRS
 
 pytestmark = pytest.mark.skipif(not dns_helpers.available(),
                                 reason='needs root, ip and dnsmasq')
@@ -38,6 +39,7 @@ DNS_RECORDS = [
     '--ptr-record=12.2.0.192.in-addr.arpa,forged.example.net',
     '--host-record=forged.example.net,192.0.2.99',
     '--ptr-record=13.2.0.192.in-addr.arpa,gone.example.net',
+    '--ptr-record=14.2.0.192.in-addr.arpa,192.0.2.14',
 ]
 LOCAL_DOMAINS = ['test', 'example', 'example.net', 'in-addr.arpa']
 
@@ -166,6 +168,17 @@ def test_ptr_name_without_address_is_unknown(make):
     srv.wait_log('warning: hostname gone.example.net does not resolve to address 192.0.2.13: '
                  'Name or service not known')
     srv.wait_log('connect from unknown[192.0.2.13]')
+
+
+def test_numeric_ptr_is_no_name(make):
+    """A PTR name that is an address is no name at all, reverse or
+    verified (Postfix's sockaddr_to_hostname())."""
+    srv = make(RELAY_CF + 'smtpd_client_restrictions = '
+               'reject_unknown_reverse_client_hostname\nunknown_client_reject_code = 550\n')
+    assert converse(srv, NUMERIC) == (
+        '550 5.7.1 Client host rejected: cannot find your reverse hostname, [192.0.2.14]')
+    srv.wait_log('warning: numeric hostname: 192.0.2.14')
+    srv.wait_log('connect from unknown[192.0.2.14]')
 
 
 def test_no_ptr_is_unknown(make):
