@@ -7,8 +7,9 @@
  * handled by a forked "recipient child" that resolves the recipient (aliases,
  * .forward, :include:, virtual maps) and delivers each destination in a
  * further child that has dropped to the destination's uid and gid first
- * (priv_run()). Nothing touches a mailbox, a file or a command as root. The
- * recipient child reports one result line through a pipe.
+ * (priv_run()), or, for its last step (the recipient's own or a virtual
+ * mailbox), drops itself. Nothing touches a mailbox, a file or a command as
+ * root. The recipient child reports one result line through a pipe.
  *
  * Entry points: deliver_bus_*() in deliver-local-bus.c, local_deliver() in
  * local.c, virtual_deliver() in virtual.c, and the helpers below. */
