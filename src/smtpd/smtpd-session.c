@@ -14,7 +14,9 @@
  * AUTH_CLIENT (after a 334 challenge: the next line is a SASL response, not
  * a command), CLOSING (flushing the last reply). The error-sleep pause and
  * the output high-water mark hold processing without being states of their
- * own.
+ * own. Before all of them the client's host name is looked up
+ * (smtpd_peer_lookup_start(), at most 10 s): until session_start() the
+ * session has no I/O source or timer, and says nothing.
  *
  * Entry points: smtp_session_new(), smtp_session_free(). All client I/O
  * goes through SmtpIo (smtpd-tls.h): plain socket operations here, TLS in
