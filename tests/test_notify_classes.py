@@ -161,6 +161,36 @@ def test_message_content_never_in_transcript(make_smtpd):
     assert 'secret' not in msg.as_string()
 
 
+def test_lost_connection_reason(make_smtpd):
+    s = make_smtpd(main_cf='notify_classes = protocol\n')
+    c = s.connect()
+    c.reply()
+    assert c.cmd('FROB')[0].startswith('502')
+    c.cmd('MAIL FROM:<a@example.org>')
+    c.cmd('RCPT TO:<user@example.test>')
+    c.cmd('DATA')
+    c.send('Subject: cut short\r\n')
+    c.sock.close()
+    env, msg = wait_notice(s)
+    body = check_notice(env, msg)
+    assert body.endswith(' In:  DATA\n Out: 354 End data with <CR><LF>.<CR><LF>\n\n'
+                         'Session aborted, reason: lost connection\n\n'
+                         'For other details, see the local mail logfile\n'), body
+    assert 'cut short' not in body
+
+
+def test_connection_rate_limit_is_policy(make_smtpd):
+    # The daemon's start-up probe was the one connection allowed.
+    s = make_smtpd(main_cf='notify_classes = policy\nsmtpd_client_connection_rate_limit = 1\n'
+                   'smtpd_client_event_limit_exceptions =\n')
+    c = s.connect()
+    r = c.reply()
+    assert r[0].startswith('421 4.7.0 '), r
+    env, msg = wait_notice(s)
+    body = msg.get_content()
+    assert body.startswith('Transcript of session follows.\n\n Out: %s\n\n' % r[0]), body
+
+
 def test_errors_before_accepted_mail_are_forgiven(make_smtpd):
     # As Postfix: once a message is queued, the errors before it do not
     # make a notice.

@@ -2225,7 +2225,8 @@ static int session_start(SmtpSession *s, const RestrictClientNames *names, SmtpS
                 if (r == 0 && d->settings.tls_wrappermode)
                         goto fail_logged;       /* no plaintext reply on smtps */
                 if (r == 0) {
-                        reply(s, "%s", deny);
+                        /* A connection count or rate limit: policy. */
+                        reply_policy(s, deny);
                         session_close(s);
                         session_update_events(s);
                         if (s->dead)
