@@ -127,10 +127,10 @@ class QueueInstance:
 
     # --- processes --------------------------------------------------------
 
-    def start_agent(self):
+    def start_agent(self, *extra):
         self.agent_out = open(self.agent_log, 'a')
         paths = [os.path.join(self.runtime, n) for n in ('deliver-remote', 'deliver-local')]
-        args = [AGENT, '--record', self.record, '--rules', self.rules]
+        args = [AGENT, '--record', self.record, '--rules', self.rules] + list(extra)
         for p in paths:
             args += ['--listen', p]
         self.agent = subprocess.Popen(args, stdout=self.agent_out, stderr=subprocess.STDOUT,

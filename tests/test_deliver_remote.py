@@ -131,6 +131,9 @@ class Deliverer:
             if line.startswith('relay='):
                 relay = line[6:]
                 continue
+            if line.startswith('setup_usec='):
+                self.setup_usec = int(line[11:])
+                continue
             idx, status, dsn, diag = line.split(' ', 3)
             results[int(idx)] = (status, dsn, diag)
         return results, relay
@@ -411,6 +414,20 @@ def test_greeting_timeout_defers(make):
                           'conversation with mx.peer.example[%s] timed out while receiving the '
                           'initial server greeting' % PEER_ADDR), results
 
+
+
+def test_connection_setup_time_is_reported(make):
+    """The reply carries the time until the session was ready for MAIL
+    FROM (greeting and EHLO included, the DATA phase not), which the queue
+    manager logs as the c of delays=a/b/c/d."""
+    deliverer, peer = make
+    peer(delays={'greeting': 0.4, 'DOT': 0.6})
+    d = deliverer()
+    t = time.monotonic()
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    total = time.monotonic() - t
+    assert results[0][0] == 'relayed', results
+    assert 400000 <= d.setup_usec < 1000000 * (total - 0.5), (d.setup_usec, total)
 
 def test_data_done_timeout_defers(make):
     deliverer, peer = make

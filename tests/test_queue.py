@@ -71,6 +71,22 @@ def test_smtpd_mail_reaches_delivery_agents(make_queue):
         smtpd.cleanup()
 
 
+
+def test_delays_show_the_agents_connection_setup(make_queue):
+    """delays=a/b/c/d: c is the connection set-up time the agent reports,
+    d the rest of the delivery."""
+    q = make_queue()
+    q.set_rules('slow *@remote.test 800\n')
+    qid = q.inject('alice@example.org', ['bob@remote.test'])
+    q.start_agent('--setup-usec', '300000').start_qmgr()
+    q.wait_log('%s: removed' % qid)
+    line = sent_lines(q, qid)[0]
+    m = re.search(r'delays=([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+),', line)
+    assert m, line
+    assert m.group(3) == '0.3', line
+    assert 0.4 <= float(m.group(4)) < 5, line
+
+
 def test_resolution_and_transport_maps(make_queue):
     q = make_queue('transport_maps = inline:{ special.test=smtp:[127.0.0.1]:2525, '
                    '.parent.test=smtp:[127.0.0.2], '

@@ -52,7 +52,7 @@ static const sd_bus_vtable delivery_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("Deliver",
                 SD_BUS_ARGS("h", queue_file, "s", queue_id, "s", transport, "s", nexthop,
                             "a(uss)", recipients),
-                SD_BUS_RESULT("a(usss)", results, "s", relay),
+                SD_BUS_RESULT("a(usss)", results, "s", relay, "t", setup_usec),
                 method_deliver, 0),
         SD_BUS_VTABLE_END,
 };
@@ -82,6 +82,8 @@ void deliver_bus_reply(DeliveryJob *j) {
                 r = sd_bus_message_close_container(reply);
         if (r >= 0)
                 r = sd_bus_message_append(reply, "s", strempty(j->relay));
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "t", j->setup_usec);
         if (r >= 0)
                 r = sd_bus_send(NULL, reply, NULL);
         if (r < 0)

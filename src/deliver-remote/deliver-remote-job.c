@@ -585,6 +585,7 @@ int delivery_job_start(Deliver *d, sd_bus_message *m, int fd, const char *qid,
                 return -ENOMEM;
         j->d = d;
         j->body_8bit = -1;
+        (void) sd_event_now(d->event, CLOCK_MONOTONIC, &j->started_usec);
         j->cs = lmtp ? &d->settings.lmtp : &d->settings.smtp;
         j->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         j->qid = strdup(qid);

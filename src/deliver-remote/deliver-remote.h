@@ -153,6 +153,11 @@ struct DeliveryJob {
         char *relay;            /* "host[addr]:port" of the last server that answered */
         char *last_diag;        /* the last soft failure, for recipients not reached */
         char last_dsn[16];
+        /* CLOCK_MONOTONIC usec: the call's arrival, and the time it took
+         * until a session was ready for MAIL FROM (DNS, connect, greeting,
+         * EHLO, TLS), 0 until then; qmgr logs it as delays=../../c/.. */
+        uint64_t started_usec;
+        uint64_t setup_usec;
 };
 
 /* deliver-remote.c */

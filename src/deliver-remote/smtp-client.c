@@ -535,6 +535,11 @@ static void session_start_transaction(SmtpSession *s) {
 
         if (!rset)
                 s->reusing = false;
+        if (j->setup_usec == 0) {
+                uint64_t now = 0;
+                (void) sd_event_now(j->d->event, CLOCK_MONOTONIC, &now);
+                j->setup_usec = MAX(now - MIN(j->started_usec, now), (uint64_t) 1);
+        }
         s->mail_ok = false;
         s->n_accepted = 0;
         s->lmtp_next = 0;

@@ -12,7 +12,9 @@
  * (whatever the recipients' fate), 1 otherwise. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,8 @@ static int call(sd_bus *bus, int fd, const char *qid, const char *transport, con
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         const char *relay;
+        uint64_t setup_usec = 0;
+        bool has_setup = false;
         int r;
 
         r = sd_bus_message_new_method_call(bus, &m, NULL, DELIVERY_BUS_OBJECT, DELIVERY_BUS_INTERFACE,
@@ -90,12 +94,18 @@ static int call(sd_bus *bus, int fd, const char *qid, const char *transport, con
                 r = sd_bus_message_exit_container(reply);
         if (r >= 0)
                 r = sd_bus_message_read(reply, "s", &relay);
+        if (r >= 0 && sd_bus_message_at_end(reply, false) == 0) {
+                r = sd_bus_message_read(reply, "t", &setup_usec);
+                has_setup = r >= 0;
+        }
         if (r < 0) {
                 fprintf(stderr, "bad reply: %s\n", strerror(-r));
                 return r;
         }
         if (print)
                 printf("relay=%s\n", relay);
+        if (print && has_setup)
+                printf("setup_usec=%" PRIu64 "\n", setup_usec);
         return 0;
 }
 

@@ -400,12 +400,18 @@ static bool relay_is_final(const char *relay) {
 
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec) {
+        qmgr_record_result_timed(m, i, status, dsn, relay, text, dispatch_usec, 0);
+}
+
+void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, const char *dsn,
+                              const char *relay, const char *text, uint64_t dispatch_usec,
+                              uint64_t setup_usec) {
         QueueRecipient *rc = &m->env.rcpts[i];
         QmgrRcpt *st = &m->rcpts[i];
         uint64_t now = now_realtime();
         uint64_t arrival = (uint64_t) m->env.arrival.tv_sec * 1000000u +
                            (uint64_t) m->env.arrival.tv_usec;
-        char delay[32], a[32], b[32], d[32], soft[16];
+        char delay[32], a[32], b[32], c[32], d[32], soft[16];
         _cleanup_free_ char *esc = str_escape_log(strempty(text), 1000);
         _cleanup_free_ char *orig = NULL;
         const char *msgid;
@@ -457,15 +463,19 @@ void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char
         qmgr_format_delay((double) (now - MIN(arrival, now)) / 1e6, delay);
         qmgr_format_delay((double) (m->active_usec - MIN(arrival, m->active_usec)) / 1e6, a);
         qmgr_format_delay((double) (dispatch_usec - MIN(m->active_usec, dispatch_usec)) / 1e6, b);
-        qmgr_format_delay((double) (now - MIN(dispatch_usec, now)) / 1e6, d);
+        /* c: the agent's connection set-up (DNS, connect, greeting, HELO,
+         * TLS), part of the time since the dispatch; d: the rest. */
+        setup_usec = MIN(setup_usec, now - MIN(dispatch_usec, now));
+        qmgr_format_delay((double) setup_usec / 1e6, c);
+        qmgr_format_delay((double) (now - MIN(dispatch_usec, now) - setup_usec) / 1e6, d);
         if (rc->orig && !streq(rc->orig, rc->address))
                 orig = strdup_printf(", orig_to=<%s>", rc->orig);
         log_mail(LOG_INFO, msgid, m->id,
                  LOG_FIELDS("POSTERN_RECIPIENT", rc->address, "POSTERN_ORIG_RECIPIENT", rc->orig,
                             "POSTERN_SENDER", m->env.sender, "POSTERN_RELAY", relay,
                             "POSTERN_DSN", dsn, "POSTERN_STATUS", status),
-                 "to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/0/%s, dsn=%s, status=%s (%s)",
-                 rc->address, strempty(orig), relay, delay, a, b, d, strempty(dsn), status,
+                 "to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)",
+                 rc->address, strempty(orig), relay, delay, a, b, c, d, strempty(dsn), status,
                  strempty(esc));
         /* Bounced, or delivered with a success notice: done on disk only
          * once the bounce service has queued the notice (qmgr-bounce.c). */
@@ -530,6 +540,7 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
         QmgrMessage *m = j->message;
         bool *seen = calloc(j->n ? j->n : 1, sizeof(bool));
         const char *relay = "none";
+        uint64_t setup_usec = 0;
         unsigned n_sent = 0, n_deferred = 0;
         _cleanup_free_ char *first_reason = NULL, *first_dsn = NULL;
         int r = 0;
@@ -561,6 +572,9 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                         r = sd_bus_message_exit_container(reply);
                 if (r >= 0)
                         r = sd_bus_message_read(reply, "s", &relay);
+                /* Agents that time their connection set-up send it last. */
+                if (r >= 0 && sd_bus_message_at_end(reply, false) == 0)
+                        r = sd_bus_message_read(reply, "t", &setup_usec);
                 if (r < 0) {
                         error = "invalid reply from the delivery agent";
                         relay = "none";
@@ -595,8 +609,8 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                                         }
                                 } else if (!sent)
                                         status = "bounced";
-                                qmgr_record_result(m, idx, status, dsn, relay, text,
-                                                   j->dispatch_usec);
+                                qmgr_record_result_timed(m, idx, status, dsn, relay, text,
+                                                         j->dispatch_usec, setup_usec);
                         }
                 }
         }

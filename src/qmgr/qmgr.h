@@ -272,6 +272,12 @@ void qmgr_sched_done(Qmgr *q);
  * bounce service's reply. */
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec);
+/* The same, for an agent's result: setup_usec is the part of the time
+ * since the dispatch that the agent spent setting up its connection (the
+ * c of delays=a/b/c/d; 0 for agents that do not report it). */
+void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, const char *dsn,
+                              const char *relay, const char *text, uint64_t dispatch_usec,
+                              uint64_t setup_usec);
 /* Makes what was written to m's queue file durable: soon, in a batch with
  * the other messages written to in this pass of the event loop (one
  * fdatasync each once nothing more urgent is pending), or at the latest

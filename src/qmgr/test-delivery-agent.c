@@ -43,6 +43,9 @@ static char **arg_listen;
 static const char *arg_record;
 static const char *arg_rules;
 static const char *arg_relay = "test-agent[127.0.0.1]:25";
+/* --setup-usec: reported as the connection set-up time, as deliver-remote
+ * does; without it the reply ends after the relay, as deliver-local's. */
+static long long arg_setup_usec = -1;
 
 typedef struct Rule {
         char *pattern, *status, *dsn, *text;
@@ -175,6 +178,8 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
                 r = sd_bus_message_close_container(reply);
         if (r >= 0)
                 r = sd_bus_message_append(reply, "s", arg_relay);
+        if (r >= 0 && arg_setup_usec >= 0)
+                r = sd_bus_message_append(reply, "t", (uint64_t) arg_setup_usec);
         if (r >= 0 && slow) {
                 /* A floating source: freed with the loop. */
                 r = sd_event_add_time_relative(sd_bus_get_event(sd_bus_message_get_bus(m)), NULL,
@@ -199,6 +204,13 @@ static const sd_bus_vtable delivery_vtable[] = {
         SD_BUS_VTABLE_END,
 };
 
+/* sd-bus checks a reply against the declared signature. */
+static const sd_bus_vtable delivery_setup_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD("Deliver", "hsssa(uss)", "a(usss)st", method_deliver, 0),
+        SD_BUS_VTABLE_END,
+};
+
 static int on_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         /* Leaked on purpose until exit: a test process, few connections. */
         return 0;
@@ -215,7 +227,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         if (sd_id128_randomize(&id) < 0 || sd_bus_new(&bus) < 0 || sd_bus_set_fd(bus, cfd, cfd) < 0 ||
             sd_bus_set_server(bus, 1, id) < 0 ||
             sd_bus_add_object_vtable(bus, NULL, DELIVERY_BUS_OBJECT, DELIVERY_BUS_INTERFACE,
-                                     delivery_vtable, NULL) < 0 ||
+                                     arg_setup_usec >= 0 ? delivery_setup_vtable : delivery_vtable, NULL) < 0 ||
             sd_bus_match_signal(bus, NULL, NULL, "/org/freedesktop/DBus/Local",
                                 "org.freedesktop.DBus.Local", "Disconnected", on_disconnected,
                                 NULL) < 0 ||
@@ -256,13 +268,14 @@ int main(int argc, char **argv) {
                 {"record", required_argument, NULL, 'o'},
                 {"rules", required_argument, NULL, 'r'},
                 {"relay", required_argument, NULL, 'R'},
+                {"setup-usec", required_argument, NULL, 'S'},
                 {},
         };
         sd_event *e = NULL;
         sigset_t mask;
         int c, n, r;
 
-        while ((c = getopt_long(argc, argv, "l:o:r:R:", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "l:o:r:R:S:", options, NULL)) >= 0)
                 switch (c) {
                 case 'l':
                         if (strv_extend(&arg_listen, optarg) < 0)
@@ -276,6 +289,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'R':
                         arg_relay = optarg;
+                        break;
+                case 'S':
+                        arg_setup_usec = atoll(optarg);
                         break;
                 default:
                         return EXIT_FAILURE;

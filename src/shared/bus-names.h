@@ -16,7 +16,10 @@
  *   Deliver(h queue_file, s queue_id, s transport, s nexthop,
  *           a(uss) recipients: (index in the queue file, address, original address))
  *     -> (a(usss) results: (index, status "sent"|"relayed"|"deferred"|"bounced",
- *                           dsn "X.Y.Z", diagnostic text), s relay)
+ *                           dsn "X.Y.Z", diagnostic text), s relay[, t setup_usec])
+ *   setup_usec, sent by deliver-remote, is the time from the call to a
+ *   session ready for MAIL FROM (DNS, connect, greeting, EHLO, TLS); qmgr
+ *   logs it as the c of delays=a/b/c/d and takes it as 0 when absent.
  *   "relayed" is "sent" to an SMTP server that did not announce DSN, so
  *   that a NOTIFY=SUCCESS request ends here (RFC 3461 5.2.2).
  *   The queue file arrives as an open read-only fd, so that delivery agents
