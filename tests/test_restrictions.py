@@ -23,7 +23,7 @@ import dns_helpers
 import dovecot_helpers
 from common import BUILD_DIR
 from dns_helpers import CLIENT_ADDRS, SERVER_ADDR, Dnsmasq, RestrictNet, connect
-from smtpd_helpers import QUEUE_DIRS, SMTPD, RawClient, Smtpd, wait_for
+from smtpd_helpers import QUEUE_DIRS, SMTPD, JournalSink, RawClient, Smtpd, wait_for
 
 POSTERNCTL = os.path.join(BUILD_DIR, 'src', 'tools', 'posternctl', 'posternctl')
 LISTED, UNLISTED = CLIENT_ADDRS         # 192.0.2.10 has DNS names and is block-listed
@@ -109,7 +109,7 @@ class NsSmtpd(Smtpd):
         self.log = open(self.log_path, 'w')
         wrapper = []
         if self.want_journal:
-            self.journal = Journal(os.path.join(self.tmp, 'journal'))
+            self.journal = JournalSink(os.path.join(self.tmp, 'journal'))
             wrapper = self.journal.wrapper()
         self.proc = self.net.popen(
             self.net.server,
@@ -148,51 +148,6 @@ class NsSmtpd(Smtpd):
         c.sock = sock
         c.buf = b''
         return c
-
-
-class Journal:
-    """What a daemon sends to journald, caught on a datagram socket that
-    wrapper() mounts at /run/systemd/journal/socket in a private mount
-    namespace of the daemon; records() parses the native protocol."""
-
-    def __init__(self, directory):
-        os.makedirs(directory)
-        self.dir = directory
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(os.path.join(directory, 'socket'))
-        self.sock.setblocking(False)
-        self.got = []
-
-    def wrapper(self):
-        return ['unshare', '--mount', '--propagation', 'private', 'sh', '-ec',
-                'mount -t tmpfs tmpfs /run; mkdir -p /run/systemd/journal; '
-                'mount --bind "$0" /run/systemd/journal; exec "$@"', self.dir]
-
-    def records(self):
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except OSError:
-                break
-            rec = {}
-            while data:
-                line, _, rest = data.partition(b'\n')
-                if b'=' in line:
-                    k, v = line.split(b'=', 1)
-                    data = rest
-                else:           # KEY\n, 64-bit little-endian size, value, \n
-                    size = int.from_bytes(rest[:8], 'little')
-                    k, v, data = line, rest[8:8 + size], rest[9 + size:]
-                rec[k.decode()] = v.decode('utf-8', 'replace')
-            self.got.append(rec)
-        return self.got
-
-    def wait(self, predicate, what):
-        return wait_for(lambda: next((r for r in self.records() if predicate(r)), None),
-                        timeout=10, what=what)
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture

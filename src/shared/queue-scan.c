@@ -459,10 +459,8 @@ int queue_admin_requeue(int queue_dir_fd, const char *id, const char *only_queue
 
 /* --- requests to the queue manager ---------------------------------------- */
 
-int queue_qmgr_call(const char *method, const char *arg, char **ret_error) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+int queue_qmgr_connect(sd_bus **ret) {
         _cleanup_free_ char *address = NULL;
-        sd_bus_message *reply = NULL;
         sd_bus *bus = NULL;
         int r;
 
@@ -474,6 +472,21 @@ int queue_qmgr_call(const char *method, const char *arg, char **ret_error) {
                 r = sd_bus_set_address(bus, address);
         if (r >= 0)
                 r = sd_bus_start(bus);
+        if (r < 0) {
+                sd_bus_flush_close_unref(bus);
+                return r;
+        }
+        *ret = bus;
+        return 0;
+}
+
+int queue_qmgr_call(const char *method, const char *arg, char **ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *reply = NULL;
+        sd_bus *bus = NULL;
+        int r;
+
+        r = queue_qmgr_connect(&bus);
         if (r >= 0) {
                 if (arg)
                         r = sd_bus_call_method(bus, NULL, QUEUE_BUS_OBJECT, QUEUE_BUS_INTERFACE,

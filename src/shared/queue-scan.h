@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <systemd/sd-bus.h>
+
 #include "cleanup.h"
 #include "queue-id.h"
 
@@ -130,3 +132,8 @@ int queue_admin_requeue(int queue_dir_fd, const char *id, const char *only_queue
  * when it is not running. Returns 0, or a negative errno with the bus error
  * text in *ret_error (caller frees; may be NULL). */
 int queue_qmgr_call(const char *method, const char *arg, char **ret_error);
+
+/* Opens a bus connection to org.postern.Queue1 on $POSTERN_RUNTIME_DIR/qmgr
+ * (the socket starts the queue manager). Returns 0 with *ret (caller
+ * closes with sd_bus_flush_close_unref()) or a negative errno. */
+int queue_qmgr_connect(sd_bus **ret);

@@ -177,18 +177,10 @@ static int queue_status(bool json) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_free_ char *address = NULL;
         unsigned n = 0;
         int r;
 
-        address = strdup_printf("unix:path=%s/%s", postern_runtime_dir(), QUEUE_BUS_SOCKET);
-        if (!address)
-                return -ENOMEM;
-        r = sd_bus_new(&bus);
-        if (r >= 0)
-                r = sd_bus_set_address(bus, address);
-        if (r >= 0)
-                r = sd_bus_start(bus);
+        r = queue_qmgr_connect(&bus);
         if (r >= 0)
                 r = sd_bus_call_method(bus, NULL, QUEUE_BUS_OBJECT, QUEUE_BUS_INTERFACE, "Status",
                                        &error, &reply, "");

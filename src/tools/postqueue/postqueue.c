@@ -31,21 +31,13 @@ static int list_via_qmgr(bool json) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_free_ char *address = NULL;
         _cleanup_close_ int fd = -1;
         char buf[65536], err[512];
         size_t n_err = 0;
         bool failed = false;
         int lfd, r;
 
-        address = strdup_printf("unix:path=%s/%s", postern_runtime_dir(), QUEUE_BUS_SOCKET);
-        if (!address)
-                return -ENOMEM;
-        r = sd_bus_new(&bus);
-        if (r >= 0)
-                r = sd_bus_set_address(bus, address);
-        if (r >= 0)
-                r = sd_bus_start(bus);
+        r = queue_qmgr_connect(&bus);
         if (r >= 0)
                 r = sd_bus_call_method(bus, NULL, QUEUE_BUS_OBJECT, QUEUE_BUS_INTERFACE, "List",
                                        &error, &reply, "s", json ? "json" : "text");
