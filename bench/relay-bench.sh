@@ -103,20 +103,22 @@ wait_port() {
         return 1
 }
 
-# start_sink NAME: an smtp-sink on a free port (printed); smtp-sink drops
-# root for nobody and counts messages (-c) on stdout, in NAME.out.
+# start_sink NAME VAR: an smtp-sink on a free port, stored in VAR (not
+# run in a subshell, so that its PID is recorded for the cleanup);
+# smtp-sink drops root for nobody and counts messages (-c) on stdout, in
+# NAME.out.
 start_sink() {
         local port
         port=$(free_port)
         "$smtp_sink" -u nobody -c "127.0.0.1:$port" 256 >"$work/$1.out" 2>&1 &
         pids+=($!)
-        wait_port "$port" >&2
-        echo "$port"
+        wait_port "$port"
+        printf -v "$2" '%s' "$port"
 }
 sunk() { tail -c 100 "$work/$1.out" | tr '\r' '\n' | grep -Eo '[0-9]+' | tail -1 || echo 0; }
 
 mkdir -p "$work/conf/services.d" "$work/run" "$work/queue"/{incoming,active,deferred,hold,corrupt,maildrop,defer,bounce}
-sink_port=$(start_sink sink)
+start_sink sink sink_port
 cat > "$work/conf/main.cf" <<CONF
 myhostname = bench.example.test
 mydomain = example.test
@@ -176,7 +178,7 @@ pids+=($spid)
 wait_port "$smtpd_port"
 
 if [ "$with_postfix" = 1 ]; then
-        pf_sink_port=$(start_sink pf-sink)
+        start_sink pf-sink pf_sink_port
         pf_port=$(free_port)
         POSTFIX_RELAYHOST="[127.0.0.1]:$pf_sink_port" postfix_start "$work/postfix" "$pf_port"
 fi
