@@ -906,6 +906,38 @@ static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         return sd_event_exit(q->event, 0);
 }
 
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Qmgr *q = userdata;
+        q->status_sent_usec = usec;
+        (void) sd_notifyf(false, "STATUS=Queue: %zu incoming, %u active, %u deferred; "
+                          "%u deliveries in flight", q->n_enqueued, q->n_active,
+                          q->n_deferred, q->jobs_in_flight);
+        return 0;
+}
+
+/* Each notification is a datagram to the service manager; under load the
+ * counts change thousands of times a second, so STATUS= follows them at
+ * most once a second, always ending with the latest. */
+static void status_update(Qmgr *q) {
+        uint64_t now = 0, at;
+        int enabled = SD_EVENT_OFF;
+
+        (void) sd_event_now(q->event, CLOCK_MONOTONIC, &now);
+        at = q->status_sent_usec ? q->status_sent_usec + 1000000u : now;
+        if (!q->status_timer) {
+                if (sd_event_add_time(q->event, &q->status_timer, CLOCK_MONOTONIC, MAX(at, now),
+                                      0, on_status_timer, q) < 0)
+                        return;
+                (void) sd_event_source_set_enabled(q->status_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        (void) sd_event_source_get_enabled(q->status_timer, &enabled);
+        if (enabled != SD_EVENT_OFF)
+                return;         /* already due */
+        (void) sd_event_source_set_time(q->status_timer, MAX(at, now));
+        (void) sd_event_source_set_enabled(q->status_timer, SD_EVENT_ONESHOT);
+}
+
 void qmgr_update_idle(Qmgr *q) {
         bool idle = q->n_active == 0 && !q->scan && q->n_enqueued == 0 && !q->incoming_dirty &&
                     q->jobs_in_flight == 0;
@@ -921,9 +953,7 @@ void qmgr_update_idle(Qmgr *q) {
                 (void) sd_event_source_set_enabled(q->idle_timer, SD_EVENT_ONESHOT);
         } else
                 (void) sd_event_source_set_enabled(q->idle_timer, SD_EVENT_OFF);
-        (void) sd_notifyf(false, "STATUS=Queue: %zu incoming, %u active, %u deferred; "
-                          "%u deliveries in flight", q->n_enqueued, q->n_active,
-                          q->n_deferred, q->jobs_in_flight);
+        status_update(q);
 }
 
 /* --- main ----------------------------------------------------------------- */
@@ -1044,6 +1074,7 @@ static void qmgr_done(Qmgr *q) {
         sd_event_source_disable_unref(q->scan_timer);
         sd_event_source_disable_unref(q->sched_event);
         sd_event_source_disable_unref(q->idle_timer);
+        sd_event_source_disable_unref(q->status_timer);
         for (size_t i = 0; i < ELEMENTSOF(q->agents); i++) {
                 sd_bus_flush_close_unref(q->agents[i].bus);
                 free(q->agents[i].name);

@@ -220,6 +220,8 @@ struct Qmgr {
         sd_event_source *gc_event;
 
         sd_event_source *idle_timer;
+        sd_event_source *status_timer;  /* STATUS= at most once a second */
+        uint64_t status_sent_usec;      /* CLOCK_MONOTONIC */
         bool exiting;
 
         struct QmgrNoticeCall *notices; /* Bounce1.Notify calls in flight */
