@@ -536,7 +536,10 @@ def test_reused_connection_pipelines_rset(make):
              what='second message on a new connection')
     first = [e['line'] for e in p.events('cmd') if e['conn'] == 1]
     i = first.index('RSET')
-    assert [c.split(':')[0] for c in first[i:i + 4]] == ['RSET', 'MAIL FROM', 'RCPT TO', 'DATA'], first
+    # MAIL and RCPT reached the peer although it refused the RSET: they
+    # went out with it, not after its reply. (The peer hangs up after its
+    # 421, so whether it still reads the DATA in the same group is a race.)
+    assert [c.split(':')[0] for c in first[i:i + 3]] == ['RSET', 'MAIL FROM', 'RCPT TO'], first
     assert [e['conn'] for e in p.events('message')] == [1, 2]
 
 
