@@ -2,6 +2,7 @@
 built daemon under systemd-socket-activate on a free loopback port, with its
 own configuration directory and queue, a raw SMTP client for pipelining and
 smuggling cases, and a reader of the queue file format (postern-queue(5))."""
+import contextlib
 import os
 import shutil
 import signal
@@ -265,3 +266,26 @@ class RawClient:
 
     def close(self):
         self.sock.close()
+
+
+@contextlib.contextmanager
+def tmpfs_queue(parent, fill=False):
+    """A queue directory (incoming, hold, active, deferred) on a 1 MiB tmpfs
+    below parent, filled up to the last byte with fill; unmounted after."""
+    qdir = parent / 'queue'
+    qdir.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(qdir)], check=True)
+    try:
+        for d in ('incoming', 'hold', 'active', 'deferred'):
+            (qdir / d).mkdir()
+        if fill:
+            try:
+                with open(qdir / 'filler', 'wb') as f:
+                    while True:
+                        f.write(b'x' * 4096)
+                        f.flush()
+            except OSError:
+                pass
+        yield qdir
+    finally:
+        subprocess.run(['umount', '-l', str(qdir)], check=True)

@@ -25,7 +25,7 @@ import pytest
 import dns_helpers
 from dns_helpers import CLIENT_ADDRS, MORE_CLIENT_ADDRS, Dnsmasq, RestrictNet, in_netns
 from smtpd_helpers import wait_for
-from test_restrictions import RELAY_CF, NsSmtpd
+from test_restrictions import RELAY_CF, make  # noqa: F401 (make is a fixture)
 
 VERIFIED, NO_PTR = CLIENT_ADDRS
 FORGED, GONE, NUMERIC = MORE_CLIENT_ADDRS
@@ -54,19 +54,6 @@ def net():
     finally:
         n.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture
-def make(net):
-    made = []
-
-    def make_(main_cf='', **kw):
-        s = NsSmtpd(net, main_cf, **kw)
-        made.append(s)
-        return s.start()
-    yield make_
-    for s in made:
-        s.cleanup()
 
 
 def greeting(srv, source):

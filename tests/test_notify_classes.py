@@ -8,13 +8,12 @@ import email
 import email.policy
 import os
 import re
-import subprocess
 
 import pytest
 
 import dovecot_helpers
 from dovecot_helpers import Dovecot
-from smtpd_helpers import SMTPD, RawClient, Smtpd, wait_for
+from smtpd_helpers import SMTPD, RawClient, Smtpd, tmpfs_queue, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SMTPD), reason='postern-smtpd not built')
 
@@ -256,20 +255,8 @@ def full_queue(tmp_path):
     """A queue directory on a 1 MiB tmpfs, filled up."""
     if os.geteuid() != 0:
         pytest.skip('needs root to mount a tmpfs')
-    qdir = tmp_path / 'queue'
-    qdir.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(qdir)], check=True)
-    for d in ('incoming', 'hold', 'active', 'deferred'):
-        (qdir / d).mkdir()
-    try:
-        with open(qdir / 'filler', 'wb') as f:
-            while True:
-                f.write(b'x' * 4096)
-                f.flush()
-    except OSError:
-        pass
-    yield qdir
-    subprocess.run(['umount', '-l', str(qdir)], check=True)
+    with tmpfs_queue(tmp_path, fill=True) as qdir:
+        yield qdir
 
 
 def test_resource_disk_full_notice_fails_quietly(make_smtpd, full_queue):

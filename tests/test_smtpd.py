@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from smtpd_helpers import SMTPD, Smtpd, shipped, wait_for
+from smtpd_helpers import SMTPD, Smtpd, shipped, tmpfs_queue, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SMTPD), reason='postern-smtpd not built')
 
@@ -507,13 +507,8 @@ def small_queue(tmp_path):
     """A queue directory on a 1 MiB tmpfs."""
     if os.geteuid() != 0:
         pytest.skip('needs root to mount a tmpfs')
-    qdir = tmp_path / 'queue'
-    qdir.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(qdir)], check=True)
-    for d in ('incoming', 'hold', 'active', 'deferred'):
-        (qdir / d).mkdir()
-    yield qdir
-    subprocess.run(['umount', '-l', str(qdir)], check=True)
+    with tmpfs_queue(tmp_path) as qdir:
+        yield qdir
 
 
 def test_queue_minfree(make_smtpd, small_queue):
