@@ -45,39 +45,46 @@ static void log_check(const char *id, const char *action, const char *line, cons
  * Returns 0 or -ENOMEM. */
 static int apply(const char *id, const char *raw, size_t raw_len, const char *line,
                  const char *result, StrBuf *out, bool *changed, QmgrHeaderVerdict *v) {
-        size_t n = strcspn(result, " \t");
-        const char *text = result + n;
-        _cleanup_free_ char *action = strndup(result, n);
+        const char *text;
 
-        if (!action)
-                return -ENOMEM;
-        text += strspn(text, " \t");
-        if (strcaseeq(action, "PREPEND") && *text) {
+        switch (map_check_action(result, &text)) {
+        case MAP_CHECK_PREPEND:
                 *changed = true;
                 if (strbuf_puts(out, text) < 0 || strbuf_putc(out, '\n') < 0)
                         return -ENOMEM;
-        } else if (strcaseeq(action, "REPLACE") && *text) {
+                break;
+        case MAP_CHECK_REPLACE:
                 *changed = true;
                 return strbuf_puts(out, text) < 0 || strbuf_putc(out, '\n') < 0 ? -ENOMEM : 0;
-        } else if (strcaseeq(action, "IGNORE")) {
+        case MAP_CHECK_IGNORE:
                 *changed = true;
                 return 0;
-        } else if (strcaseeq(action, "REJECT")) {
+        case MAP_CHECK_REJECT:
                 log_check(id, "reject", line, text);
                 set_verdict(v, QMGR_HEADER_REJECT, *text ? text : "Message content rejected");
-        } else if (strcaseeq(action, "DISCARD")) {
+                break;
+        case MAP_CHECK_DISCARD:
                 log_check(id, "discard", line, text);
                 set_verdict(v, QMGR_HEADER_DISCARD, text);
-        } else if (strcaseeq(action, "HOLD")) {
+                break;
+        case MAP_CHECK_HOLD:
                 log_check(id, "hold", line, text);
                 set_verdict(v, QMGR_HEADER_HOLD, text);
-        } else if (strcaseeq(action, "WARN"))
+                break;
+        case MAP_CHECK_WARN:
                 log_check(id, "warning", line, text);
-        else if (strcaseeq(action, "INFO"))
+                break;
+        case MAP_CHECK_INFO:
                 log_check(id, "info", line, text);
-        else if (!strcaseeq(action, "OK") && !strcaseeq(action, "DUNNO"))
-                log_warning("%s: header_checks action \"%s\" is not applied on requeue", id,
-                            action);
+                break;
+        case MAP_CHECK_DUNNO:
+                break;
+        case MAP_CHECK_REDIRECT:
+        case MAP_CHECK_UNKNOWN:
+                log_warning("%s: header_checks action \"%.*s\" is not applied on requeue", id,
+                            (int) strcspn(result, " \t"), result);
+                break;
+        }
         if (strbuf_append(out, raw, raw_len) < 0 || strbuf_putc(out, '\n') < 0)
                 return -ENOMEM;
         return 0;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fileio.h"
 #include "map-internal.h"
@@ -341,4 +342,32 @@ int map_parse_key_value(char *line, const char *file, unsigned lineno, Diag *dia
         *ret_key = line;
         *ret_value = v;
         return 1;
+}
+
+MapCheckAction map_check_action(const char *result, const char **ret_text) {
+        static const struct {
+                const char *word;
+                MapCheckAction action;
+        } words[] = {
+                { "OK", MAP_CHECK_DUNNO },         { "DUNNO", MAP_CHECK_DUNNO },
+                { "REJECT", MAP_CHECK_REJECT },    { "DISCARD", MAP_CHECK_DISCARD },
+                { "HOLD", MAP_CHECK_HOLD },        { "WARN", MAP_CHECK_WARN },
+                { "INFO", MAP_CHECK_INFO },        { "IGNORE", MAP_CHECK_IGNORE },
+                { "REDIRECT", MAP_CHECK_REDIRECT }, { "PREPEND", MAP_CHECK_PREPEND },
+                { "REPLACE", MAP_CHECK_REPLACE },
+        };
+        size_t n = strcspn(result, " \t");
+        const char *text = result + n + strspn(result + n, " \t");
+        MapCheckAction a = MAP_CHECK_UNKNOWN;
+
+        for (size_t i = 0; i < ELEMENTSOF(words); i++)
+                if (strlen(words[i].word) == n && strncasecmp(result, words[i].word, n) == 0) {
+                        a = words[i].action;
+                        break;
+                }
+        if ((a == MAP_CHECK_PREPEND || a == MAP_CHECK_REPLACE) && !*text)
+                a = MAP_CHECK_UNKNOWN;
+        if (ret_text)
+                *ret_text = text;
+        return a;
 }

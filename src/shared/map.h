@@ -71,3 +71,24 @@ DEFINE_CLEANUP_FUNC(MapList, map_list_free);
  * are skipped; duplicate keys warn and the first wins as in Postfix.
  * Returns the number of entries or a negative errno. */
 int map_build(const char *spec, const char *default_type, unsigned flags, Diag *diags);
+
+/* The action of a header_checks / body_checks result (header_checks(5)):
+ * its first word, without case. PREPEND and REPLACE need text; without it
+ * they are MAP_CHECK_UNKNOWN like any other word. */
+typedef enum MapCheckAction {
+        MAP_CHECK_UNKNOWN,
+        MAP_CHECK_DUNNO,        /* OK and DUNNO: nothing to do */
+        MAP_CHECK_REJECT,
+        MAP_CHECK_DISCARD,
+        MAP_CHECK_HOLD,
+        MAP_CHECK_WARN,
+        MAP_CHECK_INFO,
+        MAP_CHECK_IGNORE,
+        MAP_CHECK_REDIRECT,
+        MAP_CHECK_PREPEND,
+        MAP_CHECK_REPLACE,
+} MapCheckAction;
+
+/* Parses result; *ret_text (may be NULL) points into result after the
+ * action word and its blanks ("" when there is no text). */
+MapCheckAction map_check_action(const char *result, const char **ret_text);

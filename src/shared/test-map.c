@@ -1,7 +1,7 @@
 /* test-map.c: unit tests for map.c and the small table types: "type:name"
  * parsing, the type table, key folding, the Postfix logical-line reader
  * and "key whitespace value" parser (golden), aliases(5) lines, inline:,
- * static:, texthash: (golden), unix: and MapList. */
+ * static:, texthash: (golden), unix:, MapList and header_checks actions. */
 #include <errno.h>
 #include <pwd.h>
 #include <string.h>
@@ -343,5 +343,34 @@ static void test_list(void) {
         CHECK_INT(map_list_lookup(l, "x", NULL), 0);
 }
 
+static void test_check_action(void) {
+        const char *text = NULL;
+
+        CHECK_INT(map_check_action("REJECT 554 5.7.0 no thanks", &text), MAP_CHECK_REJECT);
+        CHECK_STR(text, "554 5.7.0 no thanks");
+        CHECK_INT(map_check_action("reject", &text), MAP_CHECK_REJECT);
+        CHECK_STR(text, "");
+        CHECK_INT(map_check_action("Prepend \tX-Seen: yes", &text), MAP_CHECK_PREPEND);
+        CHECK_STR(text, "X-Seen: yes");
+        /* PREPEND and REPLACE without text are not actions. */
+        CHECK_INT(map_check_action("PREPEND", NULL), MAP_CHECK_UNKNOWN);
+        CHECK_INT(map_check_action("REPLACE  ", NULL), MAP_CHECK_UNKNOWN);
+        CHECK_INT(map_check_action("REPLACE X-New: 1", NULL), MAP_CHECK_REPLACE);
+        CHECK_INT(map_check_action("ok", NULL), MAP_CHECK_DUNNO);
+        CHECK_INT(map_check_action("DUNNO", NULL), MAP_CHECK_DUNNO);
+        CHECK_INT(map_check_action("DISCARD spam", NULL), MAP_CHECK_DISCARD);
+        CHECK_INT(map_check_action("HOLD", NULL), MAP_CHECK_HOLD);
+        CHECK_INT(map_check_action("WARN x", NULL), MAP_CHECK_WARN);
+        CHECK_INT(map_check_action("INFO", NULL), MAP_CHECK_INFO);
+        CHECK_INT(map_check_action("IGNORE", NULL), MAP_CHECK_IGNORE);
+        CHECK_INT(map_check_action("REDIRECT a@example.org", &text), MAP_CHECK_REDIRECT);
+        CHECK_STR(text, "a@example.org");
+        /* A prefix of a word is not the word. */
+        CHECK_INT(map_check_action("REJECTED", NULL), MAP_CHECK_UNKNOWN);
+        CHECK_INT(map_check_action("FILTER smtp:x", NULL), MAP_CHECK_UNKNOWN);
+        CHECK_INT(map_check_action("", &text), MAP_CHECK_UNKNOWN);
+        CHECK_STR(text, "");
+}
+
 TEST_MAIN(test_types, test_open_errors, test_source_golden, test_key_value, test_alias_lines,
-          test_inline, test_static, test_texthash_golden, test_unix, test_list)
+          test_inline, test_static, test_texthash_golden, test_unix, test_list, test_check_action)

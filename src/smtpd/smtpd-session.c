@@ -590,15 +590,11 @@ static void log_check(SmtpSession *s, const char *action, const char *where, con
 static bool apply_check(SmtpSession *s, const char *where, const char *line, const char *result,
                         char **ret_prepend, char **ret_replace) {
         SmtpTransaction *t = s->tx;
-        size_t n = strcspn(result, " \t");
-        const char *text = result + n;
-        _cleanup_free_ char *action = strndup(result, n);
+        const char *text;
+        _cleanup_free_ char *addr = NULL;
 
-        while (*text == ' ' || *text == '\t')
-                text++;
-        if (!action)
-                return false;
-        if (strcaseeq(action, "REJECT")) {
+        switch (map_check_action(result, &text)) {
+        case MAP_CHECK_REJECT:
                 if (!t->reject) {
                         /* "REJECT 554 5.7.0 text" sets the whole reply. */
                         if (strlen(text) > 4 && (text[0] == '4' || text[0] == '5') &&
@@ -610,29 +606,23 @@ static bool apply_check(SmtpSession *s, const char *where, const char *line, con
                         log_check(s, "reject", where, line, t->reject ? t->reject + 4 : NULL);
                 }
                 return false;
-        }
-        if (strcaseeq(action, "DISCARD")) {
+        case MAP_CHECK_DISCARD:
                 t->discard = true;
                 log_check(s, "discard", where, line, *text ? text : NULL);
                 return false;
-        }
-        if (strcaseeq(action, "HOLD")) {
+        case MAP_CHECK_HOLD:
                 t->hold = true;
                 log_check(s, "hold", where, line, *text ? text : NULL);
                 return false;
-        }
-        if (strcaseeq(action, "WARN")) {
+        case MAP_CHECK_WARN:
                 log_check(s, "warning", where, line, *text ? text : NULL);
                 return false;
-        }
-        if (strcaseeq(action, "INFO")) {
+        case MAP_CHECK_INFO:
                 log_check(s, "info", where, line, *text ? text : NULL);
                 return false;
-        }
-        if (strcaseeq(action, "IGNORE"))
+        case MAP_CHECK_IGNORE:
                 return true;
-        if (strcaseeq(action, "REDIRECT")) {
-                _cleanup_free_ char *addr = NULL;
+        case MAP_CHECK_REDIRECT:
                 if (addr_parse_path(text, ADDR_PARSE_ALLOW_8BIT, &addr, NULL, NULL) == 0 && *addr) {
                         free(t->redirect);
                         t->redirect = steal_ptr(addr);
@@ -641,18 +631,19 @@ static bool apply_check(SmtpSession *s, const char *where, const char *line, con
                         log_warning("%s: bad REDIRECT address in content check result \"%s\", ignoring",
                                     t->queue_id, result);
                 return false;
-        }
-        if (strcaseeq(action, "PREPEND") && *text) {
+        case MAP_CHECK_PREPEND:
                 *ret_prepend = strdup(text);
                 return false;
-        }
-        if (strcaseeq(action, "REPLACE") && *text) {
+        case MAP_CHECK_REPLACE:
                 *ret_replace = strdup(text);
                 return true;
-        }
-        if (strcaseeq(action, "OK") || strcaseeq(action, "DUNNO"))
+        case MAP_CHECK_DUNNO:
                 return false;
-        log_warning("%s: unsupported content check action \"%s\", ignoring", t->queue_id, action);
+        case MAP_CHECK_UNKNOWN:
+                break;
+        }
+        log_warning("%s: unsupported content check action \"%.*s\", ignoring", t->queue_id,
+                    (int) strcspn(result, " \t"), result);
         return false;
 }
 
