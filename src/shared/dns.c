@@ -1,7 +1,11 @@
 /* dns.c: c-ares on sd-event. The channel tells us through its socket state
  * callback which sockets to watch for reading and writing; each becomes an
- * sd-event I/O source, and one timer source follows ares_timeout(). Answers
- * are parsed with the ares_parse_*_reply() functions into DnsRecords. A
+ * sd-event I/O source, and one timer source follows ares_timeout(). Queries
+ * are built with ares_create_query() (so that the AD bit can be set in the
+ * header for DNSSEC) and sent with ares_send(); answers come back raw, the
+ * rcode and AD bit are read from the header here, and the records are
+ * parsed with the ares_parse_*_reply() functions, TLSA by our own reader,
+ * into DnsRecords. A
  * cancelled query stays known to c-ares (it cannot drop one query) and is
  * freed silently when its answer arrives. Entry points: dns_resolver_new(),
  * dns_query(), dns_query_cancel(), dns_reverse_name(), and the hosts file
@@ -23,6 +27,12 @@
 
 /* RFC 1035 3.2.4; arpa/nameser.h would bring a clashing MIN/MAX. */
 #define DNS_CLASS_IN 1
+/* RFC 1035 4.1.1: the header; the AD bit is RFC 4035 3.2.3. */
+#define DNS_HEADER_SIZE 12
+#define DNS_FLAG_AD 0x20            /* in the fourth header byte */
+#define DNS_RCODE_NOERROR 0
+#define DNS_RCODE_FORMERR 1
+#define DNS_RCODE_NXDOMAIN 3
 
 typedef struct DnsSocket {
         struct DnsSocket *next;
@@ -38,6 +48,7 @@ struct DnsResolver {
         DnsSocket *sockets;
         unsigned n_pending;
         bool destroying;
+        bool dnssec;
 };
 
 struct DnsQuery {
@@ -63,6 +74,8 @@ const char *dns_type_to_string(DnsType t) {
                 return "TXT";
         case DNS_TYPE_PTR:
                 return "PTR";
+        case DNS_TYPE_TLSA:
+                return "TLSA";
         }
         return "?";
 }
@@ -223,14 +236,19 @@ DnsResolver *dns_resolver_free(DnsResolver *r) {
         return NULL;
 }
 
+void dns_resolver_set_dnssec(DnsResolver *r, bool on) {
+        r->dnssec = on;
+}
+
 unsigned dns_resolver_pending(const DnsResolver *r) {
         return r->n_pending;
 }
 
-static void answer_done(DnsAnswer *a) {
+void dns_answer_done(DnsAnswer *a) {
         for (size_t i = 0; i < a->n_records; i++) {
                 free(a->records[i].name);
                 free(a->records[i].text);
+                free(a->records[i].data);
         }
         free(a->records);
         a->records = NULL;
@@ -354,6 +372,140 @@ static int parse_ptr(DnsAnswer *a, const unsigned char *buf, int len) {
         return s;
 }
 
+/* Skips a possibly compressed name at *off (RFC 1035 4.1.4). */
+static int skip_name(const uint8_t *buf, size_t len, size_t *off) {
+        size_t o = *off;
+
+        for (unsigned n = 0; n < 128; n++) {
+                uint8_t l;
+                if (o >= len)
+                        return -EBADMSG;
+                l = buf[o];
+                if (l == 0) {
+                        *off = o + 1;
+                        return 0;
+                }
+                if ((l & 0xc0) == 0xc0) {
+                        if (o + 2 > len)
+                                return -EBADMSG;
+                        *off = o + 2;
+                        return 0;
+                }
+                if (l & 0xc0)
+                        return -EBADMSG;
+                o += 1 + (size_t) l;
+        }
+        return -EBADMSG;
+}
+
+static unsigned get16(const uint8_t *p) {
+        return (unsigned) p[0] << 8 | p[1];
+}
+
+/* TLSA records (RFC 6698 2.1) of the answer section; other types (a CNAME
+ * the resolver followed, RRSIGs) are skipped. */
+static int parse_tlsa(DnsAnswer *a, const uint8_t *buf, size_t len) {
+        unsigned qd = get16(buf + 4), an = get16(buf + 6);
+        size_t off = DNS_HEADER_SIZE;
+
+        for (unsigned i = 0; i < qd; i++) {
+                if (skip_name(buf, len, &off) < 0 || off + 4 > len)
+                        return -EBADMSG;
+                off += 4;
+        }
+        for (unsigned i = 0; i < an; i++) {
+                unsigned type, class, rdlen;
+                uint32_t ttl;
+                if (skip_name(buf, len, &off) < 0 || off + 10 > len)
+                        return -EBADMSG;
+                type = get16(buf + off);
+                class = get16(buf + off + 2);
+                ttl = (uint32_t) get16(buf + off + 4) << 16 | get16(buf + off + 6);
+                rdlen = get16(buf + off + 8);
+                off += 10;
+                if (off + rdlen > len)
+                        return -EBADMSG;
+                if (type == DNS_TYPE_TLSA && class == DNS_CLASS_IN) {
+                        DnsRecord *rec;
+                        if (rdlen < 3)
+                                return -EBADMSG;
+                        rec = answer_add(a);
+                        if (!rec)
+                                return -ENOMEM;
+                        rec->ttl = ttl;
+                        rec->usage = buf[off];
+                        rec->selector = buf[off + 1];
+                        rec->mtype = buf[off + 2];
+                        rec->data_len = rdlen - 3;
+                        rec->data = malloc(MAX(rec->data_len, (size_t) 1));
+                        if (!rec->data)
+                                return -ENOMEM;
+                        memcpy(rec->data, buf + off + 3, rec->data_len);
+                }
+                off += rdlen;
+        }
+        return 0;
+}
+
+int dns_answer_parse(const uint8_t *buf, size_t len, DnsAnswer *a) {
+        unsigned rcode;
+        int s, ilen = (int) MIN(len, (size_t) 65535);
+
+        if (len < DNS_HEADER_SIZE)
+                return -EBADMSG;
+        a->secure = buf[3] & DNS_FLAG_AD;
+        rcode = buf[3] & 0x0f;
+        if (rcode == DNS_RCODE_NXDOMAIN) {
+                a->nxdomain = true;
+                return 0;
+        }
+        if (rcode == DNS_RCODE_FORMERR)
+                return -EBADMSG;
+        if (rcode != DNS_RCODE_NOERROR)
+                return -EAGAIN;         /* SERVFAIL (also "bogus"), REFUSED, ... */
+        if (get16(buf + 6) == 0)
+                return 0;               /* NODATA */
+        switch (a->type) {
+        case DNS_TYPE_A:
+        case DNS_TYPE_AAAA:
+                s = parse_addresses(a, buf, ilen);
+                break;
+        case DNS_TYPE_MX:
+                s = parse_mx(a, buf, ilen);
+                break;
+        case DNS_TYPE_TXT:
+                s = parse_txt(a, buf, ilen);
+                break;
+        case DNS_TYPE_PTR:
+                s = parse_ptr(a, buf, ilen);
+                break;
+        case DNS_TYPE_TLSA: {
+                int r = parse_tlsa(a, buf, len);
+                if (r < 0) {
+                        dns_answer_done(a);
+                        return r;
+                }
+                return (int) MIN(a->n_records, (size_t) 1000000);
+        }
+        default:
+                return -EINVAL;
+        }
+        switch (s) {
+        case ARES_SUCCESS:
+                return (int) MIN(a->n_records, (size_t) 1000000);
+        case ARES_ENODATA:
+                /* E.g. only a CNAME without the records it leads to. */
+                dns_answer_done(a);
+                return 0;
+        case ARES_ENOMEM:
+                dns_answer_done(a);
+                return -ENOMEM;
+        default:
+                dns_answer_done(a);
+                return -EBADMSG;
+        }
+}
+
 static void on_answer(void *arg, int status, int timeouts, unsigned char *buf, int len) {
         DnsQuery *q = arg;
         DnsResolver *r = q->resolver;
@@ -366,62 +518,47 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *buf, i
                 free(q);
                 return;
         }
-        if (status == ARES_SUCCESS) {
-                switch (q->type) {
-                case DNS_TYPE_A:
-                case DNS_TYPE_AAAA:
-                        status = parse_addresses(&a, buf, len);
+        if (status == ARES_SUCCESS && buf && len > 0) {
+                ret = dns_answer_parse(buf, (size_t) len, &a);
+                /* Only an answer to a query that asked is believed. */
+                if (!r->dnssec)
+                        a.secure = false;
+                if (ret == -EAGAIN)
+                        a.error = "Server failure";
+                else if (ret == -EBADMSG)
+                        a.error = ares_strerror(ARES_EBADRESP);
+                else if (ret < 0)
+                        a.error = ares_strerror(ARES_ENOMEM);
+        } else {
+                switch (status) {
+                case ARES_SUCCESS:
+                case ARES_EBADRESP:
+                case ARES_EFORMERR:
+                        ret = -EBADMSG;
                         break;
-                case DNS_TYPE_MX:
-                        status = parse_mx(&a, buf, len);
+                case ARES_ENOMEM:
+                        ret = -ENOMEM;
                         break;
-                case DNS_TYPE_TXT:
-                        status = parse_txt(&a, buf, len);
+                case ARES_EBADNAME:
+                        ret = -EINVAL;
                         break;
-                case DNS_TYPE_PTR:
-                        status = parse_ptr(&a, buf, len);
+                default:
+                        /* SERVFAIL, REFUSED, timeouts, connection failures. */
+                        ret = -EAGAIN;
                         break;
                 }
-        }
-        switch (status) {
-        case ARES_SUCCESS:
-                ret = (int) MIN(a.n_records, (size_t) 1000000);
-                break;
-        case ARES_ENODATA:
-                answer_done(&a);
-                ret = 0;
-                break;
-        case ARES_ENOTFOUND:
-                a.nxdomain = true;
-                ret = 0;
-                break;
-        case ARES_ENOMEM:
-                ret = -ENOMEM;
-                break;
-        case ARES_EBADNAME:
-                ret = -EINVAL;
-                break;
-        case ARES_EBADRESP:
-        case ARES_EFORMERR:
-                ret = -EBADMSG;
-                break;
-        default:
-                /* SERVFAIL, REFUSED, timeouts, connection failures. */
-                ret = -EAGAIN;
-                break;
-        }
-        if (ret < 0) {
-                answer_done(&a);
                 a.error = ares_strerror(status);
         }
         q->cb(q, ret, &a, q->userdata);
-        answer_done(&a);
+        dns_answer_done(&a);
         free(q->name);
         free(q);
 }
 
 int dns_query(DnsResolver *r, const char *name, DnsType type, DnsCallback cb, void *userdata,
               DnsQuery **ret) {
+        unsigned char *qbuf = NULL;
+        int qlen = 0, s;
         DnsQuery *q;
         size_t n;
 
@@ -430,7 +567,7 @@ int dns_query(DnsResolver *r, const char *name, DnsType type, DnsCallback cb, vo
         q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
-        /* ares_query() treats the name as absolute either way. */
+        /* The query name is absolute either way. */
         q->name = strndup_safe(name, name[n - 1] == '.' && n > 1 ? n - 1 : n);
         if (!q->name) {
                 free(q);
@@ -443,9 +580,20 @@ int dns_query(DnsResolver *r, const char *name, DnsType type, DnsCallback cb, vo
         r->n_pending++;
         if (ret)
                 *ret = q;
-        /* May call back at once (bad name, no servers): the caller sees it as
-         * an answer, which is what it expects anyway. */
-        ares_query(r->channel, q->name, DNS_CLASS_IN, (int) type, on_answer, q);
+        /* What ares_query() does, with the header in our hands: recursion
+         * desired, no EDNS, and with dnssec the AD bit (RFC 6840 5.7). */
+        s = ares_create_query(q->name, DNS_CLASS_IN, (int) type, 0, 1, &qbuf, &qlen, 0);
+        if (s != ARES_SUCCESS) {
+                /* Reported as an answer (a bad name), as c-ares would. */
+                on_answer(q, s, 0, NULL, 0);
+                return 0;
+        }
+        if (r->dnssec && qlen > 3)
+                qbuf[3] |= DNS_FLAG_AD;
+        /* May call back at once (no servers): the caller sees it as an
+         * answer, which is what it expects anyway. */
+        ares_send(r->channel, qbuf, qlen, on_answer, q);
+        ares_free_string(qbuf);
         resolver_schedule(r);
         return 0;
 }

@@ -2,8 +2,9 @@
  * A DnsResolver owns one c-ares channel whose sockets and timeouts become
  * sd-event sources; dns_query() starts a lookup of one name and type and
  * calls back from the loop with the parsed records. Record types: A, AAAA,
- * MX (the SMTP client), PTR and TXT (the restriction engine: reverse
- * lookups and DNSBLs, with dns_reverse_name() building the query names).
+ * MX and TLSA (the SMTP client, TLSA for DANE), PTR and TXT (the
+ * restriction engine: reverse lookups and DNSBLs, with dns_reverse_name()
+ * building the query names).
  *
  * Lookups have the three outcomes of every postern lookup: > 0 records
  * found, 0 the name or the type does not exist (NXDOMAIN or NODATA, told
@@ -16,8 +17,16 @@
  * SMTP server looks client names up there first, as Postfix does through
  * getnameinfo(). They read a small local file, synchronously.
  *
- * Left out: DNSSEC validation (the AD bit is not reported, so DANE is not
- * possible), search lists (names are absolute), caching beyond what the
+ * DNSSEC: postern does not validate signatures itself. With
+ * dns_resolver_set_dnssec() every query carries the AD bit (RFC 6840 5.7),
+ * which asks the resolver in front of us (it must validate, and the path to
+ * it must be trusted: loopback) to say whether the answer was validated;
+ * DnsAnswer.secure reports that bit. A "bogus" answer comes back from a
+ * validating resolver as SERVFAIL, a temporary failure here. This is what
+ * DANE (RFC 7672) needs, and what Postfix's smtp_dns_support_level = dnssec
+ * does.
+ *
+ * Left out: search lists (names are absolute), caching beyond what the
  * resolver in front of us does. */
 #pragma once
 
@@ -35,6 +44,7 @@ typedef enum DnsType {
         DNS_TYPE_MX = 15,
         DNS_TYPE_TXT = 16,
         DNS_TYPE_AAAA = 28,
+        DNS_TYPE_TLSA = 52,
 } DnsType;
 
 typedef struct DnsRecord {
@@ -44,6 +54,11 @@ typedef struct DnsRecord {
         char *name;             /* MX exchange ("" for the root: a null MX), PTR target */
         char *text;             /* TXT: the strings of one record, concatenated */
         InetAddr addr;          /* A, AAAA */
+        uint8_t usage;          /* TLSA (RFC 6698 2.1): certificate usage, */
+        uint8_t selector;       /* selector, */
+        uint8_t mtype;          /* matching type, */
+        uint8_t *data;          /* and the association data */
+        size_t data_len;
 } DnsRecord;
 
 typedef struct DnsAnswer {
@@ -52,6 +67,8 @@ typedef struct DnsAnswer {
         DnsRecord *records;
         size_t n_records;
         bool nxdomain;          /* with 0 records: the name does not exist at all */
+        bool secure;            /* the resolver validated the answer (AD bit), also of
+                                 * NXDOMAIN and NODATA; only with dnssec enabled */
         const char *error;      /* with a failure: the resolver's text ("Timeout while
                                  * contacting DNS servers"), static */
 } DnsAnswer;
@@ -73,6 +90,10 @@ int dns_resolver_new(sd_event *event, const char *servers, unsigned timeout_ms, 
 /* Stops all lookups (their callbacks are not called) and frees. */
 DnsResolver *dns_resolver_free(DnsResolver *r);
 DEFINE_CLEANUP_FUNC(DnsResolver, dns_resolver_free);
+
+/* With on, later queries ask for DNSSEC validation status (the AD bit); off
+ * (the default) never reports an answer as secure. */
+void dns_resolver_set_dnssec(DnsResolver *r, bool on);
 
 /* Number of lookups in progress. */
 unsigned dns_resolver_pending(const DnsResolver *r);
@@ -103,6 +124,15 @@ int dns_hosts_name(const char *path, const InetAddr *a, char **ret);
  * Returns their number (0: none, *ret NULL) with *ret (caller frees),
  * -ENOMEM. */
 int dns_hosts_addrs(const char *path, const char *name, int family, InetAddr **ret);
+
+/* Parses a raw DNS response (header, question, answer section) of a
+ * lookup of a->type into a (a->type preset, the rest zeroed): the records
+ * of that type, nxdomain, and secure from the AD bit. Returns the number of
+ * records, 0 for NXDOMAIN or NODATA, -EAGAIN for a server failure rcode,
+ * -EBADMSG for a malformed message, -ENOMEM; on failure a holds no records.
+ * dns_answer_done() frees the records. */
+int dns_answer_parse(const uint8_t *buf, size_t len, DnsAnswer *a);
+void dns_answer_done(DnsAnswer *a);
 
 /* "A", "MX", ... (static). */
 const char *dns_type_to_string(DnsType t);

@@ -1,8 +1,11 @@
 /* test-dns.c: unit tests of dns.c that need no DNS server: reverse names
  * for PTR and DNSBL queries, type names, resolver set-up with good and bad
  * server lists, and a lookup against a closed local port failing as a
- * temporary error (never "not found"), and the hosts file readers. Lookups against a real server are
- * covered by tests/test_deliver_remote.py with dnsmasq. */
+ * temporary error (never "not found"), the hosts file readers, and the
+ * raw answer parser (rcodes, the AD bit, TLSA records) on hand-made
+ * messages. Lookups against a real server are covered by
+ * tests/test_deliver_remote.py with dnsmasq and tests/test_dane.py with a
+ * validating unbound. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -144,4 +147,116 @@ static void test_hosts_file(void) {
         CHECK_INT(dns_hosts_addrs(path, "first.example", AF_INET, &addrs), 0);
 }
 
-TEST_MAIN(test_reverse_name, test_resolver, test_hosts_file)
+/* A response to "_25._tcp.mx.example. IN TLSA": header with the given
+ * flags (third and fourth byte) and answer count, the question, then the
+ * answer records appended by the caller. */
+static size_t tlsa_message(uint8_t *buf, uint8_t flags3, uint8_t flags4, unsigned an) {
+        static const uint8_t q[] = {3, '_', '2', '5', 4, '_', 't', 'c', 'p', 2, 'm', 'x',
+                                    7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 52, 0, 1};
+        uint8_t h[12] = {0x12, 0x34, flags3, flags4, 0, 1, 0, (uint8_t) an, 0, 0, 0, 0};
+        memcpy(buf, h, sizeof(h));
+        memcpy(buf + 12, q, sizeof(q));
+        return sizeof(h) + sizeof(q);
+}
+
+static size_t rr(uint8_t *buf, unsigned type, const uint8_t *rdata, size_t rdlen) {
+        /* The owner is a pointer to the question name at offset 12. */
+        uint8_t h[12] = {0xc0, 12, (uint8_t) (type >> 8), (uint8_t) type, 0, 1, 0, 0, 0x0e, 0x10,
+                         0, (uint8_t) rdlen};
+        memcpy(buf, h, sizeof(h));
+        memcpy(buf + sizeof(h), rdata, rdlen);
+        return sizeof(h) + rdlen;
+}
+
+static void test_answer_parse(void) {
+        uint8_t buf[512];
+        uint8_t tlsa1[] = {3, 1, 1, 0xde, 0xad, 0xbe, 0xef};
+        uint8_t tlsa2[] = {2, 0, 1, 0x01};
+        uint8_t cname[] = {2, 'x', 'y', 0};
+        DnsAnswer a = {.type = DNS_TYPE_TLSA};
+        size_t n;
+
+        /* NOERROR, RD RA AD: a CNAME, then two TLSA records. */
+        n = tlsa_message(buf, 0x81, 0xa0, 3);
+        n += rr(buf + n, 5, cname, sizeof(cname));
+        n += rr(buf + n, 52, tlsa1, sizeof(tlsa1));
+        n += rr(buf + n, 52, tlsa2, sizeof(tlsa2));
+        CHECK_INT(dns_answer_parse(buf, n, &a), 2);
+        CHECK(a.secure);
+        CHECK(!a.nxdomain);
+        CHECK_INT(a.records[0].usage, 3);
+        CHECK_INT(a.records[0].selector, 1);
+        CHECK_INT(a.records[0].mtype, 1);
+        CHECK_INT((int) a.records[0].data_len, 4);
+        CHECK(memcmp(a.records[0].data, tlsa1 + 3, 4) == 0);
+        CHECK_INT((int) a.records[0].ttl, 3600);
+        CHECK_INT(a.records[1].usage, 2);
+        CHECK_INT(a.records[1].selector, 0);
+        CHECK_INT((int) a.records[1].data_len, 1);
+        dns_answer_done(&a);
+
+        /* The same without AD: insecure. */
+        a = (DnsAnswer) {.type = DNS_TYPE_TLSA};
+        n = tlsa_message(buf, 0x81, 0x80, 1);
+        n += rr(buf + n, 52, tlsa1, sizeof(tlsa1));
+        CHECK_INT(dns_answer_parse(buf, n, &a), 1);
+        CHECK(!a.secure);
+        /* Cut short inside the record: malformed, no records kept. */
+        dns_answer_done(&a);
+        a = (DnsAnswer) {.type = DNS_TYPE_TLSA};
+        CHECK_INT(dns_answer_parse(buf, n - 2, &a), -EBADMSG);
+        CHECK_INT((int) a.n_records, 0);
+        /* An rdata too short for TLSA. */
+        n = tlsa_message(buf, 0x81, 0xa0, 1);
+        n += rr(buf + n, 52, tlsa1, 2);
+        CHECK_INT(dns_answer_parse(buf, n, &a), -EBADMSG);
+        /* A name with a reserved label type. */
+        n = tlsa_message(buf, 0x81, 0xa0, 1);
+        buf[n] = 0x80;
+        CHECK_INT(dns_answer_parse(buf, n + 12, &a), -EBADMSG);
+        CHECK_INT(dns_answer_parse(buf, 5, &a), -EBADMSG);
+
+        /* Secure NXDOMAIN and NODATA. */
+        a = (DnsAnswer) {.type = DNS_TYPE_TLSA};
+        n = tlsa_message(buf, 0x81, 0xa3, 0);
+        CHECK_INT(dns_answer_parse(buf, n, &a), 0);
+        CHECK(a.nxdomain && a.secure);
+        a = (DnsAnswer) {.type = DNS_TYPE_TLSA};
+        n = tlsa_message(buf, 0x81, 0xa0, 0);
+        CHECK_INT(dns_answer_parse(buf, n, &a), 0);
+        CHECK(!a.nxdomain && a.secure);
+        /* Only a CNAME: NODATA too. */
+        a = (DnsAnswer) {.type = DNS_TYPE_TLSA};
+        n = tlsa_message(buf, 0x81, 0x80, 1);
+        n += rr(buf + n, 5, cname, sizeof(cname));
+        CHECK_INT(dns_answer_parse(buf, n, &a), 0);
+        /* SERVFAIL (what a validator answers for bogus data), REFUSED:
+         * temporary; FORMERR: malformed. */
+        n = tlsa_message(buf, 0x81, 0x82, 0);
+        CHECK_INT(dns_answer_parse(buf, n, &a), -EAGAIN);
+        n = tlsa_message(buf, 0x81, 0x85, 0);
+        CHECK_INT(dns_answer_parse(buf, n, &a), -EAGAIN);
+        n = tlsa_message(buf, 0x81, 0x81, 0);
+        CHECK_INT(dns_answer_parse(buf, n, &a), -EBADMSG);
+
+        /* An MX answer goes through c-ares' parser. */
+        {
+                static const uint8_t q[] = {2, 'm', 'x', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e',
+                                            0, 0, 15, 0, 1};
+                uint8_t mx[] = {0, 10, 2, 'm', '1', 0xc0, 12};
+                uint8_t h[12] = {0, 1, 0x81, 0xa0, 0, 1, 0, 1, 0, 0, 0, 0};
+                memcpy(buf, h, sizeof(h));
+                memcpy(buf + 12, q, sizeof(q));
+                n = 12 + sizeof(q);
+                n += rr(buf + n, 15, mx, sizeof(mx));
+                a = (DnsAnswer) {.type = DNS_TYPE_MX};
+                CHECK_INT(dns_answer_parse(buf, n, &a), 1);
+                CHECK(a.secure);
+                CHECK_STR(a.records[0].name, "m1.mx.example");
+                CHECK_INT((int) a.records[0].preference, 10);
+                dns_answer_done(&a);
+        }
+        CHECK_STR(dns_type_to_string(DNS_TYPE_TLSA), "TLSA");
+}
+
+TEST_MAIN(test_reverse_name, test_resolver, test_hosts_file, test_answer_parse)
