@@ -134,6 +134,10 @@ class Deliverer:
             if line.startswith('setup_usec='):
                 self.setup_usec = int(line[11:])
                 continue
+            if line.startswith('tls='):
+                # "PROTOCOL CIPHER TRUST" of the relay's connection, or empty.
+                self.tls = line[4:]
+                continue
             idx, status, dsn, diag = line.split(' ', 3)
             results[int(idx)] = (status, dsn, diag)
         return results, relay
@@ -631,6 +635,9 @@ def test_tls_may_uses_starttls(make, world):
     assert p.events('message')[0]['tls'] is True
     assert ('Trusted TLS connection established to mx.peer.example[%s]:25: TLSv1.3 with cipher'
             % PEER_ADDR) in d.log_text()
+    # The reply carries the TLS facts for the queue manager's log line.
+    proto, cipher, trust = d.tls.split(' ')
+    assert (proto, trust) == ('TLSv1.3', 'Trusted') and cipher.startswith('TLS_'), d.tls
 
 
 def test_tls_may_without_starttls_is_plaintext(make, world):
@@ -640,6 +647,7 @@ def test_tls_may_without_starttls_is_plaintext(make, world):
     results, _ = d.deliver(d.message(['a@peer.example']))
     assert results[0][0] == 'relayed', results
     assert p.events('message')[0]['tls'] is False
+    assert d.tls == ''
 
 
 def test_tls_may_handshake_failure_falls_back(make, world):
@@ -681,6 +689,7 @@ def test_tls_verify_success(make, world):
     results, _ = d.deliver(d.message(['a@peer.example']))
     assert results[0][0] == 'relayed', results
     assert 'Verified TLS connection established to mx.peer.example' in d.log_text()
+    assert d.tls.endswith(' Verified'), d.tls
 
 
 def test_tls_verify_wrong_ca_defers(make, world):

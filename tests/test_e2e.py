@@ -22,7 +22,8 @@ import pytest
 
 from e2e_helpers import (PROGRAMS, QUEUE_ID_RE, SOCKET_ACTIVATE, Instance, maildir_messages,
                          make_user, read_message, remove_user, stop_process, wait_for)
-from netns_helpers import CLIENT_ADDR, PEER_ADDRS, Dnsmasq, Network, have_root_netns
+from netns_helpers import (CLIENT_ADDR, PEER_ADDRS, Dnsmasq, Network, have_root_netns,
+                           make_test_ca)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -219,13 +220,13 @@ def net():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def relay_pair(make, net, start_peer=True):
+def relay_pair(make, net, start_peer=True, a_cf='', b_cf=''):
     """Instance a (client namespace) sends to example.net, whose MX is
     instance b (peer namespace) with a virtual mailbox for user@example.net."""
-    a = make('myhostname = mx.example.com\n', name='a', net=net, ns=net.client,
+    a = make('myhostname = mx.example.com\n' + a_cf, name='a', net=net, ns=net.client,
              smtpd_addr=CLIENT_ADDR)
-    b = make('myhostname = mx.example.net\nmydomain = example.net\n', name='b', net=net,
-             ns=net.peer, smtpd_addr=PEER_ADDR)
+    b = make('myhostname = mx.example.net\nmydomain = example.net\n' + b_cf, name='b',
+             net=net, ns=net.peer, smtpd_addr=PEER_ADDR)
     boxes = b.table('vmailbox', 'user@example.net  example.net/user/\n')
     with open(os.path.join(b.confdir, 'main.cf'), 'a') as f:
         f.write('virtual_mailbox_domains = example.net\nvirtual_mailbox_maps = %s\n'
@@ -251,6 +252,27 @@ def test_relay_through_mx_to_second_instance(make, net):
     assert msg['Delivered-To'] == 'user@example.net'
     assert len(msg.get_all('Received')) >= 2
     assert 'status=' not in a.log_text('deliver-remote')
+    # Plaintext: no tls= field.
+    assert 'tls=' not in line.group(0)
+
+
+def test_relay_with_tls_logs_tls_facts(make, net, tmp_path):
+    """The delivery line names the TLS protocol, cipher and trust of the
+    connection that carried the message, between dsn= and status= (where
+    Postfix log parsers, which read status= last, do not trip over it)."""
+    ca = make_test_ca(str(tmp_path), ['mx.example.net'])
+    cert, key = ca['mx.example.net']
+    a, b = relay_pair(make, net,
+                      a_cf='smtp_tls_security_level = verify\nsmtp_tls_CAfile = %s\n' % ca['ca'],
+                      b_cf='smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\n'
+                           'smtpd_tls_key_file = %s\n' % (cert, key))
+    qid = a.send('someone@example.com', ['user@example.net'])
+    line = a.wait_log('qmgr', r'%s: to=<user@example.net>, relay=mx.example.net\[%s\]:25, '
+                      r'delay=[0-9.]+, delays=[0-9./]+, dsn=2.0.0, '
+                      r'tls=(TLSv1\.[23])/([A-Z0-9_-]+)/Verified, status=sent \(250 '
+                      % (qid, re.escape(PEER_ADDR)))
+    box = os.path.join(b.vmail, 'example.net', 'user')
+    wait_for(lambda: maildir_messages(box), what='delivery over TLS')
 
 
 def test_remote_4xx_defers_then_flush_delivers(make, net):

@@ -52,7 +52,7 @@ static const sd_bus_vtable delivery_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("Deliver",
                 SD_BUS_ARGS("h", queue_file, "s", queue_id, "s", transport, "s", nexthop,
                             "a(uss)", recipients),
-                SD_BUS_RESULT("a(usss)", results, "s", relay, "t", setup_usec),
+                SD_BUS_RESULT("a(usss)", results, "s", relay, "t", setup_usec, "s", tls),
                 method_deliver, 0),
         SD_BUS_VTABLE_END,
 };
@@ -84,6 +84,10 @@ void deliver_bus_reply(DeliveryJob *j) {
                 r = sd_bus_message_append(reply, "s", strempty(j->relay));
         if (r >= 0)
                 r = sd_bus_message_append(reply, "t", j->setup_usec);
+        /* "TLSv1.3 TLS_AES_256_GCM_SHA384 Verified" for the relay's
+         * connection, empty for plaintext: qmgr logs it as tls=. */
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "s", strempty(j->tls));
         if (r >= 0)
                 r = sd_bus_send(NULL, reply, NULL);
         if (r < 0)

@@ -98,6 +98,7 @@ DeliveryJob *delivery_job_free(DeliveryJob *j) {
         free(j->nexthop_text);
         free(j->cache_key);
         free(j->relay);
+        free(j->tls);
         free(j->last_diag);
         free(j);
         return NULL;

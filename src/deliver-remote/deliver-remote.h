@@ -151,6 +151,7 @@ struct DeliveryJob {
 
         SmtpSession *session;
         char *relay;            /* "host[addr]:port" of the last server that answered */
+        char *tls;              /* its TLS: "PROTOCOL CIPHER TRUST", NULL: plaintext */
         char *last_diag;        /* the last soft failure, for recipients not reached */
         char last_dsn[16];
         /* CLOCK_MONOTONIC usec: the call's arrival, and the time it took

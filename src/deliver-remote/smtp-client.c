@@ -87,6 +87,7 @@ struct SmtpSession {
         char *host;
         char *name;                     /* "host[addr]" */
         char *relay;                    /* "host[addr]:port" */
+        char *tls_facts;                /* "TLSv1.3 CIPHER Verified" once TLS is up */
         StrBuf in;
         size_t in_off;
         StrBuf out;
@@ -176,6 +177,7 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
         free(s->host);
         free(s->name);
         free(s->relay);
+        free(s->tls_facts);
         free(s);
         return NULL;
 }
@@ -386,6 +388,9 @@ static void transaction_done(SmtpSession *s) {
                 j->rcpts[i].accepted = false;
         free(j->relay);
         j->relay = strdup(s->relay);
+        /* The TLS facts belong to the relay that answered. */
+        free(j->tls);
+        j->tls = s->tls_facts ? strdup(s->tls_facts) : NULL;
         if (j->session == s)
                 j->session = NULL;
         session_cache_or_quit(s);
@@ -867,6 +872,9 @@ static void session_handshake(SmtpSession *s) {
                 return;
         }
         info = tls_session_describe(s->ssl);
+        free(s->tls_facts);
+        s->tls_facts = strdup_printf("%s %s %s", SSL_get_version(s->ssl),
+                                     SSL_get_cipher_name(s->ssl), tls_trust_to_string(trust));
         if (s->cs->tls_loglevel >= 1 && s->job)
                 log_mail(LOG_INFO, MSGID_SMTP_TLS, s->job->qid,
                          LOG_FIELDS("POSTERN_RELAY", s->relay, "POSTERN_TLS", info),

@@ -7,7 +7,8 @@
  * name) and the recipients (all pending ones of the queue file when none
  * are named; a named one is "INDEX" or "INDEX:ADDRESS"), and prints one
  * line per recipient result, "INDEX STATUS DSN DIAGNOSTIC", then
- * "relay=RELAY". With --count N it makes N calls in a row on one connection
+ * "relay=RELAY", "setup_usec=N" and "tls=PROTOCOL CIPHER TRUST" (empty
+ * after "tls=" for plaintext). With --count N it makes N calls in a row on one connection
  * and prints the rate instead. Exit status 0 when the call succeeded
  * (whatever the recipients' fate), 1 otherwise. */
 #include <errno.h>
@@ -34,7 +35,7 @@ static int call(sd_bus *bus, int fd, const char *qid, const char *transport, con
                 const QueueEnvelope *env, char **rcpts, size_t n_rcpts, bool print) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *relay;
+        const char *relay, *tls = NULL;
         uint64_t setup_usec = 0;
         bool has_setup = false;
         int r;
@@ -98,6 +99,8 @@ static int call(sd_bus *bus, int fd, const char *qid, const char *transport, con
                 r = sd_bus_message_read(reply, "t", &setup_usec);
                 has_setup = r >= 0;
         }
+        if (r >= 0 && sd_bus_message_at_end(reply, false) == 0)
+                r = sd_bus_message_read(reply, "s", &tls);
         if (r < 0) {
                 fprintf(stderr, "bad reply: %s\n", strerror(-r));
                 return r;
@@ -106,6 +109,8 @@ static int call(sd_bus *bus, int fd, const char *qid, const char *transport, con
                 printf("relay=%s\n", relay);
         if (print && has_setup)
                 printf("setup_usec=%" PRIu64 "\n", setup_usec);
+        if (print && tls)
+                printf("tls=%s\n", tls);
         return 0;
 }
 

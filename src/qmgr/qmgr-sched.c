@@ -400,12 +400,28 @@ static bool relay_is_final(const char *relay) {
 
 void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                         const char *relay, const char *text, uint64_t dispatch_usec) {
-        qmgr_record_result_timed(m, i, status, dsn, relay, text, dispatch_usec, 0);
+        qmgr_record_result_timed(m, i, status, dsn, relay, text, dispatch_usec, 0, NULL);
+}
+
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384 Verified" from the agent as
+ * "TLSv1.3/TLS_AES_256_GCM_SHA384/Verified": one token, so that the log
+ * line still splits at ", "; escaped and capped like any agent text.
+ * NULL for no TLS (or no memory: the line goes out without it). */
+static char *tls_log_value(const char *tls) {
+        char *v;
+
+        if (isempty(tls))
+                return NULL;
+        v = str_escape_log(tls, 200);
+        for (char *p = v; p && *p; p++)
+                if (*p == ' ' || *p == ',')
+                        *p = '/';
+        return v;
 }
 
 void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                               const char *relay, const char *text, uint64_t dispatch_usec,
-                              uint64_t setup_usec) {
+                              uint64_t setup_usec, const char *tls) {
         QueueRecipient *rc = &m->env.rcpts[i];
         QmgrRcpt *st = &m->rcpts[i];
         uint64_t now = now_realtime();
@@ -413,7 +429,7 @@ void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, cons
                            (uint64_t) m->env.arrival.tv_usec;
         char delay[32], a[32], b[32], c[32], d[32], soft[16];
         _cleanup_free_ char *esc = str_escape_log(strempty(text), 1000);
-        _cleanup_free_ char *orig = NULL;
+        _cleanup_free_ char *orig = NULL, *tls_v = tls_log_value(tls), *tls_text = NULL;
         const char *msgid;
         int notice = -1;
 
@@ -470,13 +486,17 @@ void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, cons
         qmgr_format_delay((double) (now - MIN(dispatch_usec, now) - setup_usec) / 1e6, d);
         if (rc->orig && !streq(rc->orig, rc->address))
                 orig = strdup_printf(", orig_to=<%s>", rc->orig);
+        /* After dsn=, before status=: parsers of Postfix's line that take
+         * "status=" as the last field keep working. */
+        if (tls_v)
+                tls_text = strdup_printf(", tls=%s", tls_v);
         log_mail(LOG_INFO, msgid, m->id,
                  LOG_FIELDS("POSTERN_RECIPIENT", rc->address, "POSTERN_ORIG_RECIPIENT", rc->orig,
                             "POSTERN_SENDER", m->env.sender, "POSTERN_RELAY", relay,
-                            "POSTERN_DSN", dsn, "POSTERN_STATUS", status),
-                 "to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)",
-                 rc->address, strempty(orig), relay, delay, a, b, c, d, strempty(dsn), status,
-                 strempty(esc));
+                            "POSTERN_DSN", dsn, "POSTERN_STATUS", status, "POSTERN_TLS", tls_v),
+                 "to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s%s, status=%s (%s)",
+                 rc->address, strempty(orig), relay, delay, a, b, c, d, strempty(dsn),
+                 strempty(tls_text), status, strempty(esc));
         /* Bounced, or delivered with a success notice: done on disk only
          * once the bounce service has queued the notice (qmgr-bounce.c). */
         if (notice >= 0)
@@ -539,7 +559,7 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
         QmgrDest *d = j->dest;
         QmgrMessage *m = j->message;
         bool *seen = calloc(j->n ? j->n : 1, sizeof(bool));
-        const char *relay = "none";
+        const char *relay = "none", *tls = NULL;
         uint64_t setup_usec = 0;
         unsigned n_sent = 0, n_deferred = 0;
         _cleanup_free_ char *first_reason = NULL, *first_dsn = NULL;
@@ -575,9 +595,13 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                 /* Agents that time their connection set-up send it last. */
                 if (r >= 0 && sd_bus_message_at_end(reply, false) == 0)
                         r = sd_bus_message_read(reply, "t", &setup_usec);
+                /* ... and deliver-remote its TLS facts after that. */
+                if (r >= 0 && sd_bus_message_at_end(reply, false) == 0)
+                        r = sd_bus_message_read(reply, "s", &tls);
                 if (r < 0) {
                         error = "invalid reply from the delivery agent";
                         relay = "none";
+                        tls = NULL;
                 }
         }
         /* Second pass: with the relay known, record every result. */
@@ -610,7 +634,7 @@ static void job_finish(QmgrJob *j, sd_bus_message *reply, const char *error) {
                                 } else if (!sent)
                                         status = "bounced";
                                 qmgr_record_result_timed(m, idx, status, dsn, relay, text,
-                                                         j->dispatch_usec, setup_usec);
+                                                         j->dispatch_usec, setup_usec, tls);
                         }
                 }
         }

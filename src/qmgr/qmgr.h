@@ -276,10 +276,13 @@ void qmgr_record_result(QmgrMessage *m, size_t i, const char *status, const char
                         const char *relay, const char *text, uint64_t dispatch_usec);
 /* The same, for an agent's result: setup_usec is the part of the time
  * since the dispatch that the agent spent setting up its connection (the
- * c of delays=a/b/c/d; 0 for agents that do not report it). */
+ * c of delays=a/b/c/d; 0 for agents that do not report it); tls is the
+ * agent's "PROTOCOL CIPHER TRUST" of the relay's connection (NULL or empty:
+ * no TLS), logged as ", tls=PROTOCOL/CIPHER/TRUST" after dsn= and as
+ * POSTERN_TLS. */
 void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, const char *dsn,
                               const char *relay, const char *text, uint64_t dispatch_usec,
-                              uint64_t setup_usec);
+                              uint64_t setup_usec, const char *tls);
 /* Makes what was written to m's queue file durable: soon, in a batch with
  * the other messages written to in this pass of the event loop (one
  * fdatasync each once nothing more urgent is pending), or at the latest
