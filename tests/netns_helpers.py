@@ -19,7 +19,7 @@ from common import wait_for
 
 CLIENT_ADDR = '198.51.100.1'
 PEER_ADDRS = ['198.51.100.10', '198.51.100.11', '198.51.100.12', '198.51.100.13',
-              '198.51.100.14']
+              '198.51.100.14', '198.51.100.15', '198.51.100.16']
 
 
 def have_root_netns():
@@ -44,7 +44,7 @@ def stop_process(proc, timeout=10):
 
 class Network:
     """Two namespaces joined by a veth pair: client (198.51.100.1) and peer
-    (198.51.100.10-14)."""
+    (198.51.100.10-16)."""
 
     def __init__(self):
         tag = '%d%04d' % (os.getpid() % 100000, random.randrange(10000))

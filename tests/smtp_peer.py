@@ -9,7 +9,10 @@ extensions (EHLO keywords), ehlo_reply (replaces the EHLO reply, e.g.
 "502 5.5.2 Error: command not recognized"), starttls (null or [cert, key]),
 broken_tls (answer 220 to STARTTLS, then send garbage and close),
 replies ({"MAIL": "...", "RCPT:addr": "...", "DATA": "...", "DOT": "..."}),
-delays ({"greeting": seconds, "DOT": seconds, ...})."""
+delays ({"greeting": seconds, "DOT": seconds, ...}).
+
+Events: listening, connect, cmd, tls (with the TLS version and "sni", the
+server name the client sent or null), message, error, close."""
 import asyncio
 import json
 import ssl
@@ -78,9 +81,16 @@ class Peer:
                         break
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                     ctx.load_cert_chain(*self.cfg['starttls'])
+                    sni = []
+
+                    def on_sni(sslobj, name, sslctx):
+                        # None when the client sent no server name.
+                        sni.append(name)
+                    ctx.sni_callback = on_sni
                     await writer.start_tls(ctx)
                     tls = True
-                    self.record(ev='tls', conn=conn, version=writer.get_extra_info('ssl_object').version())
+                    self.record(ev='tls', conn=conn, sni=sni[0] if sni else None,
+                                version=writer.get_extra_info('ssl_object').version())
                 elif verb == 'MAIL':
                     await self.delay('MAIL')
                     mail = {'from': line, 'rcpts': [], 'conn': conn, 'tls': tls}

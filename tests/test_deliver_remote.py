@@ -28,6 +28,9 @@ OWN_MODULES = ('src/deliver-remote/', 'dns.c', 'tls-client.c')
 MX_ADDR = '198.51.100.10'       # postern-smtpd
 CLOSED_ADDR = '198.51.100.11'   # nothing listens
 PEER_ADDR = '198.51.100.12'     # smtp_peer.py
+PEER2_ADDR = '198.51.100.13'    # a second smtp_peer.py
+PEER3_ADDR = '198.51.100.14'    # a third one
+SILENT_ADDR = '198.51.100.15'   # a listener that drops SYNs (full accept queue)
 
 pytestmark = pytest.mark.skipif(
     not have_root_netns() or not shutil.which('dnsmasq') or not os.path.exists(DELIVER),
@@ -53,6 +56,18 @@ DNS_RECORDS = [
     '--mx-host=backup.example,self.backup.example,10',
     '--mx-host=backup.example,mx.peer.example,5',
     '--host-record=self.backup.example,' + CLIENT_ADDR,
+    # Two MX hosts at the same preference, a worse one behind them.
+    '--mx-host=equal.example,mxa.equal.example,10',
+    '--mx-host=equal.example,mxb.equal.example,10',
+    '--mx-host=equal.example,mxc.equal.example,20',
+    '--host-record=mxa.equal.example,' + PEER_ADDR,
+    '--host-record=mxb.equal.example,' + PEER2_ADDR,
+    '--host-record=mxc.equal.example,' + PEER3_ADDR,
+    # The best MX drops SYNs.
+    '--mx-host=silent.example,mx1.silent.example,10',
+    '--mx-host=silent.example,mx2.silent.example,20',
+    '--host-record=mx1.silent.example,' + SILENT_ADDR,
+    '--host-record=mx2.silent.example,' + PEER_ADDR,
 ]
 
 
@@ -280,6 +295,81 @@ def test_mx_preference_order(make):
     assert relay == 'mx2.pref.example[%s]:25' % PEER_ADDR
     assert 'connect to mx1.pref.example[%s]:25: Connection refused' % CLOSED_ADDR in d.log_text()
     assert len(p.events('message')) == 1
+
+
+def test_equal_preference_mx_hosts_share_the_load(make):
+    """RFC 5321 5.1: MX hosts of equal preference are tried in random
+    order, so that fresh connections reach both; the preference-20 host is
+    never tried while one at 10 answers. Both at 10 stay unused with
+    probability 2 * 2**-40 (below 1e-11)."""
+    deliverer, peer = make
+    pa, pb, pc = peer(), peer(addr=PEER2_ADDR), peer(addr=PEER3_ADDR)
+    d = deliverer('smtp_connection_cache_time_limit = 0s\n')
+    relays = set()
+    for _ in range(40):
+        results, relay = d.deliver(d.message(['u@equal.example']))
+        assert results[0][0] == 'relayed', results
+        relays.add(relay)
+    assert relays == {'mxa.equal.example[%s]:25' % PEER_ADDR,
+                      'mxb.equal.example[%s]:25' % PEER2_ADDR}, relays
+    na, nb = len(pa.events('message')), len(pb.events('message'))
+    assert na + nb == 40 and na > 0 and nb > 0, (na, nb)
+    assert pc.events('connect') == []
+
+
+SILENT_LISTENER = r"""
+import socket, sys, time
+# listen(0) takes one connection into the accept queue; with it full the
+# kernel drops further SYNs, as a firewall that drops packets does.
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], 25))
+srv.listen(0)
+filler = socket.create_connection((sys.argv[1], 25), timeout=5)
+probe = socket.socket()
+probe.settimeout(1.5)
+try:
+    probe.connect((sys.argv[1], 25))
+    print('not full', flush=True)
+except OSError:
+    print('full', flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def silent_mx(world):
+    net = world['net']
+    proc = net.popen(net.peer, ['python3', '-c', SILENT_LISTENER, SILENT_ADDR],
+                     stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'full'
+        yield SILENT_ADDR
+    finally:
+        stop_process(proc)
+
+
+def test_connect_timeout_falls_through_to_next_mx(make, silent_mx):
+    deliverer, peer = make
+    p = peer()
+    d = deliverer('smtp_connect_timeout = 2s\n')
+    t = time.monotonic()
+    results, relay = d.deliver(d.message(['u@silent.example']))
+    took = time.monotonic() - t
+    assert results[0][0] == 'relayed', results
+    assert relay == 'mx2.silent.example[%s]:25' % PEER_ADDR
+    assert 1.8 < took < 10, took
+    assert ('connect to mx1.silent.example[%s]:25: Connection timed out' % SILENT_ADDR
+            in d.log_text()), d.log_text()
+    assert len(p.events('message')) == 1
+
+
+def test_connect_timeout_defers(make, silent_mx):
+    deliverer, _ = make
+    d = deliverer('smtp_connect_timeout = 2s\nsmtp_mx_address_limit = 1\n')
+    results, _ = d.deliver(d.message(['u@silent.example']))
+    assert results[0] == ('deferred', '4.4.1', 'connect to mx1.silent.example[%s]:25: '
+                          'Connection timed out' % SILENT_ADDR), results
 
 
 def test_all_mx_down_defers(make):
@@ -722,6 +812,46 @@ def test_tls_secure_matches_nexthop(make, world):
     d2 = deliverer(tls_cf(world, 'secure') + 'smtp_tls_secure_cert_match = nexthop\n')
     results, _ = d2.deliver(d2.message(['a@peer.example']))
     assert results[0][:2] == ('deferred', '4.7.5'), results
+
+
+@pytest.mark.parametrize('servername,nexthop,sni', [
+    ('hostname', '', 'mx.peer.example'),
+    ('nexthop', '', 'peer.example'),
+    ('nexthop', '[mx.peer.example]', 'mx.peer.example'),
+    ('sni.example', '', 'sni.example'),
+    ('', '', None),
+    # RFC 6066 3: no address literals in SNI.
+    ('hostname', '[%s]' % PEER_ADDR, None),
+])
+def test_tls_servername(make, world, servername, nexthop, sni):
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(tls_cf(world, 'encrypt') + 'smtp_tls_servername = %s\n' % servername)
+    results, _ = d.deliver(d.message(['a@peer.example']), nexthop=nexthop)
+    assert results[0][0] == 'relayed', results
+    assert [e['sni'] for e in p.events('tls')] == [sni]
+
+
+def test_tls_capath(make, world, tmp_path):
+    """smtp_tls_CApath: a directory of hashed CA certificate links
+    (openssl rehash) instead of smtp_tls_CAfile."""
+    deliverer, peer = make
+    good, bad = tmp_path / 'good', tmp_path / 'bad'
+    for d, ca in ((good, 'ca'), (bad, 'other_ca')):
+        d.mkdir()
+        shutil.copy(world['ca'][ca], str(d / 'ca.pem'))
+        subprocess.run(['openssl', 'rehash', str(d)], check=True, capture_output=True)
+        assert any(n.endswith('.0') for n in os.listdir(str(d)))
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer('smtp_tls_security_level = verify\nsmtp_tls_CApath = %s\n' % good)
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    assert d.tls.endswith(' Verified'), d.tls
+    d = deliverer('smtp_tls_security_level = verify\nsmtp_tls_CApath = %s\n' % bad)
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert results[0][2].startswith('Server certificate not trusted'), results
+    assert len(p.events('message')) == 1
 
 
 # ---------------------------------------------------------------------------
