@@ -3,6 +3,7 @@
  * lists and cipher grades come from tls.c. Entry points are described in
  * tls-client.h. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,6 +17,8 @@ static const char * const level_names[_TLS_LEVEL_MAX] = {
         [TLS_LEVEL_NONE] = "none",
         [TLS_LEVEL_MAY] = "may",
         [TLS_LEVEL_ENCRYPT] = "encrypt",
+        [TLS_LEVEL_DANE] = "dane",
+        [TLS_LEVEL_DANE_ONLY] = "dane-only",
         [TLS_LEVEL_VERIFY] = "verify",
         [TLS_LEVEL_SECURE] = "secure",
 };
@@ -26,7 +29,7 @@ int tls_level_parse(const char *s, TlsLevel *ret) {
                         *ret = l;
                         return 0;
                 }
-        if (strcaseeq(s, "dane") || strcaseeq(s, "dane-only") || strcaseeq(s, "fingerprint"))
+        if (strcaseeq(s, "fingerprint"))
                 return -EOPNOTSUPP;
         return -EINVAL;
 }
@@ -72,6 +75,12 @@ int tls_client_context_new(const TlsClientConfig *cfg, SSL_CTX **ret, char **ret
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         /* Judged after the handshake; see tls_client_check_peer(). */
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        /* Lets a connection use DANE (tls_client_dane_enable()); costs
+         * nothing for the others. */
+        if (SSL_CTX_dane_enable(ctx) <= 0) {
+                SSL_CTX_free(ctx);
+                return set_error(ret_error, -EIO, "DANE support", NULL);
+        }
         if ((ca_file || ca_path) && SSL_CTX_load_verify_locations(ctx, ca_file, ca_path) != 1) {
                 int r = set_error(ret_error, -EINVAL, "CA certificates", ca_file ? ca_file : ca_path);
                 SSL_CTX_free(ctx);
@@ -138,6 +147,79 @@ int tls_client_ssl_new(SSL_CTX *ctx, int fd, const char *sni, SSL **ret) {
         return 0;
 }
 
+int tls_dane_new(const char *base, TlsDane **ret) {
+        TlsDane *d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->n_ref = 1;
+        d->base = strdup(base);
+        if (!d->base) {
+                free(d);
+                return -ENOMEM;
+        }
+        *ret = d;
+        return 0;
+}
+
+TlsDane *tls_dane_ref(TlsDane *d) {
+        if (d)
+                d->n_ref++;
+        return d;
+}
+
+TlsDane *tls_dane_unref(TlsDane *d) {
+        if (!d || --d->n_ref > 0)
+                return NULL;
+        for (size_t i = 0; i < d->n_records; i++)
+                free(d->records[i].data);
+        free(d->records);
+        free(d->base);
+        free(d);
+        return NULL;
+}
+
+int tls_dane_add(TlsDane *d, uint8_t usage, uint8_t selector, uint8_t mtype, const uint8_t *data,
+                 size_t len) {
+        TlsDaneRecord *n;
+
+        /* RFC 7672 3.1: PKIX-TA(0) and PKIX-EE(1) are not for SMTP. */
+        if (usage != 2 && usage != 3)
+                return 0;
+        if (selector > 1)
+                return 0;
+        if (!(mtype == 0 && len > 0) && !(mtype == 1 && len == 32) && !(mtype == 2 && len == 64))
+                return 0;
+        n = reallocarray(d->records, d->n_records + 1, sizeof(TlsDaneRecord));
+        if (!n)
+                return -ENOMEM;
+        d->records = n;
+        n = &d->records[d->n_records];
+        *n = (TlsDaneRecord) {.usage = usage, .selector = selector, .mtype = mtype, .len = len};
+        n->data = malloc(len);
+        if (!n->data)
+                return -ENOMEM;
+        memcpy(n->data, data, len);
+        d->n_records++;
+        return 1;
+}
+
+int tls_client_dane_enable(SSL *ssl, const TlsDane *d) {
+        int added = 0;
+
+        if (SSL_dane_enable(ssl, d->base) <= 0)
+                return -EIO;
+        (void) SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+        for (size_t i = 0; i < d->n_records; i++) {
+                const TlsDaneRecord *t = &d->records[i];
+                int k = SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype, t->data, t->len);
+                if (k > 0)
+                        added++;
+                else if (k < 0)
+                        ERR_clear_error();
+        }
+        return added > 0 ? 0 : -EIO;
+}
+
 int tls_client_check_peer(SSL *ssl, char * const *names, TlsTrust *ret, char **ret_reason) {
         X509 *cert = SSL_get1_peer_certificate(ssl);
         long v;
@@ -156,6 +238,13 @@ int tls_client_check_peer(SSL *ssl, char * const *names, TlsTrust *ret, char **r
                     !(*ret_reason = strdup_printf("certificate verification failed: %s",
                                                   X509_verify_cert_error_string(v))))
                         return -ENOMEM;
+                return 0;
+        }
+        /* A DANE match (the records of tls_client_dane_enable()) is
+         * authentication in itself, names included. */
+        if (SSL_get0_dane_authority(ssl, NULL, NULL) >= 0) {
+                X509_free(cert);
+                *ret = TLS_TRUST_VERIFIED;
                 return 0;
         }
         STRV_FOREACH(n, names) {

@@ -8,27 +8,38 @@
  *
  * Verification never fails the handshake itself (SSL_VERIFY_NONE with the
  * result read afterwards), so that "may" and "encrypt" can use an
- * unverified peer and log what it was. DANE is left out: it needs a
- * validating resolver, which dns.h does not offer. */
+ * unverified peer and log what it was.
+ *
+ * DANE (RFC 6698, RFC 7672): a TlsDane holds the usable TLSA records of one
+ * server (DANE-TA(2) and DANE-EE(3); PKIX-TA(0) and PKIX-EE(1) are not
+ * used with SMTP and are left out when added) and its TLSA base domain;
+ * tls_client_dane_enable() hands them to OpenSSL's DANE verifier for one
+ * connection, and tls_client_check_peer() then reports a match as
+ * verified. Finding the records (DNSSEC-validated TLSA lookups) is the
+ * caller's part. */
 #pragma once
 
 #include <stdbool.h>
 
 #include <openssl/ssl.h>
 
+#include "cleanup.h"
 #include "tls.h"
 
 typedef enum TlsLevel {
         TLS_LEVEL_NONE,
         TLS_LEVEL_MAY,
         TLS_LEVEL_ENCRYPT,
+        TLS_LEVEL_DANE,                 /* opportunistic DANE (RFC 7672) */
+        TLS_LEVEL_DANE_ONLY,            /* mandatory DANE */
         TLS_LEVEL_VERIFY,
         TLS_LEVEL_SECURE,
         _TLS_LEVEL_MAX,
 } TlsLevel;
 
-/* Parses a level name (case-insensitive): none, may, encrypt, verify,
- * secure. "dane" and "dane-only" give -EOPNOTSUPP, anything else -EINVAL. */
+/* Parses a level name (case-insensitive): none, may, encrypt, dane,
+ * dane-only, verify, secure. "fingerprint" gives -EOPNOTSUPP, anything else
+ * -EINVAL. */
 int tls_level_parse(const char *s, TlsLevel *ret);
 const char *tls_level_to_string(TlsLevel l);
 
@@ -63,6 +74,37 @@ typedef enum TlsTrust {
  * caller frees) explains a trust below TLS_TRUST_VERIFIED, e.g. "untrusted
  * issuer /CN=Test CA" or "subject name mismatch". Returns 0 or -ENOMEM. */
 int tls_client_check_peer(SSL *ssl, char * const *names, TlsTrust *ret, char **ret_reason);
+
+typedef struct TlsDaneRecord {
+        uint8_t usage, selector, mtype;
+        uint8_t *data;
+        size_t len;
+} TlsDaneRecord;
+
+typedef struct TlsDane {
+        unsigned n_ref;
+        char *base;                     /* the TLSA base domain: SNI and the name to match */
+        TlsDaneRecord *records;
+        size_t n_records;
+} TlsDane;
+
+/* An empty record set for base. Returns 0 or -ENOMEM. */
+int tls_dane_new(const char *base, TlsDane **ret);
+TlsDane *tls_dane_ref(TlsDane *d);
+TlsDane *tls_dane_unref(TlsDane *d);
+DEFINE_CLEANUP_FUNC(TlsDane, tls_dane_unref);
+/* Adds a TLSA record when it is usable for SMTP: usage DANE-TA(2) or
+ * DANE-EE(3), selector 0 or 1, matching type 0 (full), 1 (SHA2-256, 32
+ * bytes) or 2 (SHA2-512, 64 bytes). Returns 1 when added, 0 when unusable,
+ * -ENOMEM. */
+int tls_dane_add(TlsDane *d, uint8_t usage, uint8_t selector, uint8_t mtype, const uint8_t *data,
+                 size_t len);
+
+/* Makes ssl (from tls_client_ssl_new(), before the handshake) verify the
+ * server with d: SNI and the reference name become d->base, DANE-EE
+ * matches ignore names (RFC 7672 3.1.1). Returns 0, or -EIO when OpenSSL
+ * refused (no record was accepted). */
+int tls_client_dane_enable(SSL *ssl, const TlsDane *d);
 
 /* "Anonymous", "Untrusted", "Trusted", "Verified": the word Postfix puts
  * before "TLS connection established". */
