@@ -31,6 +31,10 @@ PEER_ADDR = '198.51.100.12'     # smtp_peer.py
 PEER2_ADDR = '198.51.100.13'    # a second smtp_peer.py
 PEER3_ADDR = '198.51.100.14'    # a third one
 SILENT_ADDR = '198.51.100.15'   # a listener that drops SYNs (full accept queue)
+# IPv6: only ::1, the loopback of the deliverer's own namespace, where an
+# IPv6 peer listens (the deliverer then sets inet_interfaces to its IPv4
+# address, so that ::1 does not count as "myself").
+V6_CF = 'inet_interfaces = %s\n' % CLIENT_ADDR
 
 pytestmark = pytest.mark.skipif(
     not have_root_netns() or not shutil.which('dnsmasq') or not os.path.exists(DELIVER),
@@ -68,6 +72,14 @@ DNS_RECORDS = [
     '--mx-host=silent.example,mx2.silent.example,20',
     '--host-record=mx1.silent.example,' + SILENT_ADDR,
     '--host-record=mx2.silent.example,' + PEER_ADDR,
+    # IPv6: an MX with AAAA only, an MX with A and AAAA, and the same two
+    # as domains without MX (the A/AAAA fallback).
+    '--mx-host=v6only.example,mx.v6only.example,10',
+    '--host-record=mx.v6only.example,::1',
+    '--mx-host=dual.example,mx.dual.example,10',
+    '--host-record=mx.dual.example,%s,::1' % PEER_ADDR,
+    '--host-record=v6host.example,::1',
+    '--host-record=dualhost.example,%s,::1' % PEER_ADDR,
 ]
 
 
@@ -176,7 +188,7 @@ class Deliverer:
 class SmtpPeer:
     """smtp_peer.py in the peer namespace."""
 
-    def __init__(self, world, addr=PEER_ADDR, port=25, **cfg):
+    def __init__(self, world, addr=PEER_ADDR, port=25, ns=None, **cfg):
         self.net = world['net']
         self.tmp = tempdir('postern-peer.')
         self.log_path = os.path.join(self.tmp, 'peer.jsonl')
@@ -186,7 +198,7 @@ class SmtpPeer:
         with open(path, 'w') as f:
             json.dump(cfg, f)
         self.stderr = open(os.path.join(self.tmp, 'stderr'), 'w')
-        self.proc = self.net.popen(self.net.peer,
+        self.proc = self.net.popen(ns or self.net.peer,
                                    ['python3', os.path.join(HERE, 'smtp_peer.py'), path],
                                    stdout=self.stderr, stderr=subprocess.STDOUT)
         wait_for(lambda: any(e['ev'] == 'listening' for e in self.events()), what='smtp peer')
@@ -370,6 +382,84 @@ def test_connect_timeout_defers(make, silent_mx):
     results, _ = d.deliver(d.message(['u@silent.example']))
     assert results[0] == ('deferred', '4.4.1', 'connect to mx1.silent.example[%s]:25: '
                           'Connection timed out' % SILENT_ADDR), results
+
+
+def dns_queries(world, name, since=0):
+    """The address record types dnsmasq was asked for name, in its log
+    from the offset since on."""
+    types = [l.split('query[')[1].split(']')[0]
+             for l in world['dns'].log_text()[since:].splitlines()
+             if 'query[' in l and l.endswith(' %s from 127.0.0.1' % name)]
+    return [t for t in types if t in ('A', 'AAAA')]
+
+
+def test_ipv4_only_never_uses_ipv6(make, world):
+    """inet_protocols = ipv4: no AAAA lookups, no IPv6 connections. An MX
+    host with only an AAAA record has no address: with none left, the
+    recipient bounces as in Postfix (smtp_defer_if_no_mx_address_found =
+    no), and the A/AAAA fallback of a domain without MX finds nothing
+    either."""
+    deliverer, peer = make
+    p4, p6 = peer(), peer(addr='::1', ns=world['net'].client)
+    d = deliverer(V6_CF + 'inet_protocols = ipv4\n')
+    since = len(world['dns'].log_text())
+    results, _ = d.deliver(d.message(['u@v6only.example']))
+    assert results[0] == ('bounced', '5.4.4', 'Host or domain name not found. Name service '
+                          'error for name=mx.v6only.example type=A: Host not found'), results
+    results, _ = d.deliver(d.message(['u@v6host.example']))
+    assert results[0][:2] == ('bounced', '5.4.4'), results
+    for dom in ('dual.example', 'dualhost.example'):
+        results, relay = d.deliver(d.message(['u@' + dom]))
+        assert results[0][0] == 'relayed', results
+        assert relay.endswith('[%s]:25' % PEER_ADDR), relay
+    assert p6.events('connect') == []
+    assert len(p4.events('message')) == 2
+    for name in ('mx.v6only.example', 'v6host.example', 'mx.dual.example'):
+        assert dns_queries(world, name, since) == ['A'], world['dns'].log_text()
+
+
+def test_ipv6_only_uses_aaaa(make, world):
+    deliverer, peer = make
+    p4, p6 = peer(), peer(addr='::1', ns=world['net'].client)
+    d = deliverer(V6_CF + 'inet_protocols = ipv6\n')
+    since = len(world['dns'].log_text())
+    results, relay = d.deliver(d.message(['u@dual.example']))
+    assert results[0][0] == 'relayed', results
+    assert relay == 'mx.dual.example[::1]:25'
+    # The A/AAAA fallback without MX, for a host with AAAA only.
+    results, relay = d.deliver(d.message(['u@v6host.example']))
+    assert results[0][0] == 'relayed', results
+    assert relay == 'v6host.example[::1]:25'
+    # A host with only an A record has no address for IPv6.
+    results, _ = d.deliver(d.message(['u@peer.example']))
+    assert results[0][:2] == ('bounced', '5.4.4'), results
+    assert 'type=AAAA' in results[0][2], results
+    assert p4.events('connect') == []
+    assert len(p6.events('message')) == 2
+    assert dns_queries(world, 'mx.dual.example', since) == ['AAAA'], world['dns'].log_text()
+
+
+def test_ipv4_and_ipv6_in_random_order(make, world):
+    """inet_protocols = all: the addresses of a host with A and AAAA are
+    tried in random order (Postfix's smtp_address_preference = any), so
+    fresh connections reach both; with the IPv6 server gone IPv4 takes
+    the mail. Both families are used with probability 1 - 2 * 2**-40."""
+    deliverer, peer = make
+    p4, p6 = peer(), peer(addr='::1', ns=world['net'].client)
+    d = deliverer(V6_CF + 'inet_protocols = all\nsmtp_connection_cache_time_limit = 0s\n')
+    relays = set()
+    for i in range(40):
+        results, relay = d.deliver(d.message(['u@%s' % ('dual.example' if i % 2
+                                                         else 'dualhost.example')]))
+        assert results[0][0] == 'relayed', results
+        relays.add(relay.split('[')[1])
+    assert relays == {'::1]:25', PEER_ADDR + ']:25'}, relays
+    assert len(p4.events('message')) + len(p6.events('message')) == 40
+    p6.cleanup()
+    for _ in range(5):
+        results, relay = d.deliver(d.message(['u@dual.example']))
+        assert results[0][0] == 'relayed', results
+        assert relay == 'mx.dual.example[%s]:25' % PEER_ADDR
 
 
 def test_all_mx_down_defers(make):

@@ -332,15 +332,19 @@ static void on_address(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
                 InetAddr *n = reallocarray(m->addrs, m->n_addrs + a->n_records, sizeof(InetAddr));
                 if (n) {
                         m->addrs = n;
-                        /* IPv6 first when both exist, as the routes are tried in order. */
-                        if (l->type == DNS_TYPE_AAAA && m->n_addrs > 0) {
-                                memmove(m->addrs + a->n_records, m->addrs, m->n_addrs * sizeof(InetAddr));
-                                for (size_t i = 0; i < a->n_records; i++)
-                                        m->addrs[i] = a->records[i].addr;
-                        } else
-                                for (size_t i = 0; i < a->n_records; i++)
-                                        m->addrs[m->n_addrs + i] = a->records[i].addr;
+                        for (size_t i = 0; i < a->n_records; i++)
+                                m->addrs[m->n_addrs + i] = a->records[i].addr;
                         m->n_addrs += a->n_records;
+                        /* Postfix's smtp_address_preference = any: the
+                         * host's IPv4 and IPv6 addresses in random order,
+                         * so that an outage of one family delays mail but
+                         * does not stop it (and A records share the load). */
+                        for (size_t k = m->n_addrs - 1; k > 0; k--) {
+                                size_t x = (size_t) random() % (k + 1);
+                                InetAddr t = m->addrs[k];
+                                m->addrs[k] = m->addrs[x];
+                                m->addrs[x] = t;
+                        }
                 }
         } else if (r < 0) {
                 m->error = r;
