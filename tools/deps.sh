@@ -7,6 +7,7 @@ build_deps=(meson ninja-build pkg-config gcc clang libsystemd-dev libssl-dev lib
             libc-ares-dev libdb5.3-dev)
 run_deps=(systemd systemd-container dbus openssl ssl-cert db5.3-util)
 test_deps=(python3 python3-pytest swaks libnet-ssleay-perl mandoc groff-base dovecot-core dovecot-lmtpd dnsmasq
+           unbound ldnsutils
            iproute2 util-linux procps strace)
 
 missing=()

@@ -6,9 +6,20 @@
  * to myself" when the best MX is this host), walks the routes with
  * SmtpSessions (smtp-client.c) and collects a result per recipient:
  * 2xx sent, 5xx bounced, 4xx and connection trouble deferred, where a soft
- * failure leaves the recipient for the next MX host as Postfix does. */
+ * failure leaves the recipient for the next MX host as Postfix does.
+ *
+ * With the dane TLS levels (RFC 7672) each MX host whose MX and address
+ * records were DNSSEC-validated gets a TLSA lookup at _PORT._tcp.HOST
+ * before the first connection: validated usable records make TLS with DANE
+ * authentication mandatory for its routes, validated records none of which
+ * is usable make TLS mandatory (encrypt), no records or an unvalidated
+ * chain leave opportunistic TLS (may; dane-only defers instead), and a
+ * failed TLSA lookup (a bogus answer comes as SERVFAIL) takes the host out
+ * with a 4.7.5 deferral. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,6 +43,13 @@ typedef struct MxHost {
         bool self;
         const char *error_text;
         DnsType error_type;
+        bool addr_insecure;     /* an address answer was not DNSSEC-validated */
+        /* DANE: the TLSA lookup's outcome (> 0 usable records in dane, 0
+         * none or not validated, < 0 failed) and whether any records were
+         * validated at all. */
+        int tlsa;
+        bool tlsa_secure;
+        TlsDane *dane;
 } MxHost;
 
 typedef struct JobLookup {
@@ -43,11 +61,13 @@ typedef struct JobLookup {
 
 static void job_next_route(DeliveryJob *j);
 static void job_finish(DeliveryJob *j);
+static void job_routes_start(DeliveryJob *j);
 
 static void routes_free(DeliveryJob *j) {
         for (size_t i = 0; i < j->n_routes; i++) {
                 free(j->routes[i].host);
                 free(j->routes[i].path);
+                tls_dane_unref(j->routes[i].dane);
         }
         free(j->routes);
         j->routes = NULL;
@@ -64,6 +84,7 @@ static void lookups_cancel(DeliveryJob *j) {
         for (size_t i = 0; i < j->n_mx; i++) {
                 free(j->mx[i].name);
                 free(j->mx[i].addrs);
+                tls_dane_unref(j->mx[i].dane);
         }
         free(j->mx);
         j->mx = NULL;
@@ -216,7 +237,8 @@ static bool addr_is_local(Deliver *d, const InetAddr *a) {
         return false;
 }
 
-static int route_add(DeliveryJob *j, const char *host, const InetAddr *a, unsigned port) {
+static int route_add(DeliveryJob *j, size_t mx, const char *host, const InetAddr *a,
+                     unsigned port) {
         Route *n;
         unsigned limit = j->d->settings.mx_address_limit;
 
@@ -227,7 +249,7 @@ static int route_add(DeliveryJob *j, const char *host, const InetAddr *a, unsign
                 return -ENOMEM;
         j->routes = n;
         n = &j->routes[j->n_routes];
-        *n = (Route) {.addr = *a, .port = port};
+        *n = (Route) {.addr = *a, .port = port, .mx = mx, .tls_level = j->tls_level};
         n->host = strdup(host);
         if (!n->host)
                 return -ENOMEM;
@@ -256,6 +278,123 @@ static void shuffle_equal_preferences(MxHost *mx, size_t n) {
                 }
                 i = e;
         }
+}
+
+static bool job_is_dane(const DeliveryJob *j) {
+        return j->tls_level == TLS_LEVEL_DANE || j->tls_level == TLS_LEVEL_DANE_ONLY;
+}
+
+/* The routes are known (and with DANE their TLSA records): settle each
+ * route's TLS level, drop the routes that cannot be used, and connect. */
+static void job_routes_start(DeliveryJob *j) {
+        size_t k = 0;
+
+        for (size_t i = 0; i < j->n_routes; i++) {
+                Route *rt = &j->routes[i];
+                const MxHost *m = rt->mx < j->n_mx ? &j->mx[rt->mx] : NULL;
+                _cleanup_free_ char *t = NULL;
+
+                if (job_is_dane(j)) {
+                        if (m && m->tlsa < 0) {
+                                t = strdup_printf("TLSA lookup error for %s:%u", rt->host, rt->port);
+                                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s",
+                                         strempty(t));
+                                delivery_job_soft_fail(j, "4.7.5", strempty(t));
+                        } else if (m && m->tlsa > 0) {
+                                rt->tls_level = TLS_LEVEL_DANE;
+                                rt->dane = tls_dane_ref(m->dane);
+                        } else if (m && m->tlsa_secure) {
+                                /* RFC 7672 2.2: validated records, none usable:
+                                 * TLS is still mandatory, unauthenticated. */
+                                rt->tls_level = TLS_LEVEL_ENCRYPT;
+                        } else if (j->tls_level == TLS_LEVEL_DANE_ONLY) {
+                                t = strdup_printf("TLS is required, but no DNSSEC-validated TLSA "
+                                                  "records were found for %s:%u", rt->host,
+                                                  rt->port);
+                                delivery_job_soft_fail(j, "4.7.5", strempty(t));
+                        } else
+                                rt->tls_level = TLS_LEVEL_MAY;
+                }
+                if (t) {
+                        free(rt->host);
+                        free(rt->path);
+                        tls_dane_unref(rt->dane);
+                        continue;
+                }
+                j->routes[k++] = *rt;
+        }
+        j->n_routes = k;
+        lookups_cancel(j);
+        job_next_route(j);
+}
+
+static void on_tlsa(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
+        JobLookup *l = userdata;
+        DeliveryJob *j = l->job;
+        MxHost *m = &j->mx[l->mx_index];
+
+        l->query = NULL;
+        j->lookups_pending--;
+        if (r < 0)
+                m->tlsa = r;
+        else if (r > 0 && a->secure) {
+                m->tlsa_secure = true;
+                if (tls_dane_new(m->name, &m->dane) < 0)
+                        m->tlsa = -ENOMEM;
+                for (size_t i = 0; i < a->n_records && m->dane; i++) {
+                        const DnsRecord *t = &a->records[i];
+                        int k = tls_dane_add(m->dane, t->usage, t->selector, t->mtype, t->data,
+                                             t->data_len);
+                        if (k < 0) {
+                                m->tlsa = k;
+                                break;
+                        }
+                }
+                if (m->tlsa == 0 && m->dane && m->dane->n_records > 0)
+                        m->tlsa = (int) MIN(m->dane->n_records, (size_t) INT_MAX);
+        }
+        if (j->lookups_pending == 0)
+                job_routes_start(j);
+}
+
+/* TLSA lookups (RFC 7672 2.2) for the MX hosts that have routes and whose
+ * MX and address records were validated; the routes start when all are
+ * answered. */
+static int lookup_tlsa(DeliveryJob *j) {
+        Deliver *d = j->d;
+        int r;
+
+        free(j->lookups);
+        j->n_lookups = 0;
+        j->lookups = calloc(MAX(j->n_mx, (size_t) 1), sizeof(JobLookup));
+        if (!j->lookups)
+                return -ENOMEM;
+        j->lookups_pending = 1;
+        for (size_t i = 0; i < j->n_mx; i++) {
+                MxHost *m = &j->mx[i];
+                _cleanup_free_ char *name = NULL;
+                JobLookup *l;
+                bool routed = false;
+
+                for (size_t k = 0; k < j->n_routes && !routed; k++)
+                        routed = j->routes[k].mx == i;
+                if (!routed || !j->mx_secure || m->addr_insecure)
+                        continue;
+                name = strdup_printf("_%u._tcp.%s", j->nexthop.port, m->name);
+                if (!name)
+                        return -ENOMEM;
+                l = &j->lookups[j->n_lookups++];
+                *l = (JobLookup) {.job = j, .mx_index = i, .type = DNS_TYPE_TLSA};
+                j->lookups_pending++;
+                r = dns_query(d->dns, name, DNS_TYPE_TLSA, on_tlsa, l, &l->query);
+                if (r < 0) {
+                        j->lookups_pending--;
+                        m->tlsa = r;
+                }
+        }
+        if (--j->lookups_pending == 0)
+                job_routes_start(j);
+        return 0;
 }
 
 /* All address lookups are done: build the routes, or fail. */
@@ -289,7 +428,7 @@ static void job_routes_ready(DeliveryJob *j) {
                                 failed = m;
                 }
                 for (size_t k = 0; k < m->n_addrs; k++)
-                        if (route_add(j, m->name, &m->addrs[k], j->nexthop.port) < 0) {
+                        if (route_add(j, i, m->name, &m->addrs[k], j->nexthop.port) < 0) {
                                 delivery_job_fail_all(j, false, "4.3.0", "out of memory");
                                 job_finish(j);
                                 return;
@@ -317,8 +456,15 @@ static void job_routes_ready(DeliveryJob *j) {
                 job_finish(j);
                 return;
         }
-        lookups_cancel(j);
-        job_next_route(j);
+        if (job_is_dane(j)) {
+                int r = lookup_tlsa(j);
+                if (r < 0) {
+                        delivery_job_fail_all(j, false, "4.3.0", "out of memory");
+                        job_finish(j);
+                }
+                return;
+        }
+        job_routes_start(j);
 }
 
 static void on_address(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
@@ -330,6 +476,8 @@ static void on_address(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
         j->lookups_pending--;
         if (r > 0) {
                 InetAddr *n = reallocarray(m->addrs, m->n_addrs + a->n_records, sizeof(InetAddr));
+                if (!a->secure)
+                        m->addr_insecure = true;
                 if (n) {
                         m->addrs = n;
                         for (size_t i = 0; i < a->n_records; i++)
@@ -432,6 +580,7 @@ static void on_mx(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
                 job_finish(j);
                 return;
         }
+        j->mx_secure = a->secure;
         if (r == 0) {
                 /* RFC 5321 5.1: no MX, the domain itself is the implicit MX. */
                 if (mx_add(j, domain, 0) < 0)
@@ -471,6 +620,8 @@ static int job_resolve(DeliveryJob *j) {
                         return -ENOMEM;
                 j->routes = rt;
                 j->n_routes = 1;
+                rt->mx = SIZE_MAX;
+                rt->tls_level = j->tls_level;
                 rt->host = strdup(j->d->settings.myhostname);
                 rt->path = path_join(j->d->settings.queue_directory, nh->path);
                 if (!rt->host || !rt->path)
@@ -482,9 +633,9 @@ static int job_resolve(DeliveryJob *j) {
                 InetAddr a;
                 if (inet_addr_parse(nh->host, &a) < 0)
                         return -EINVAL;
-                if (route_add(j, nh->host, &a, nh->port) < 0)
+                if (route_add(j, SIZE_MAX, nh->host, &a, nh->port) < 0)
                         return -ENOMEM;
-                job_next_route(j);
+                job_routes_start(j);
                 return 0;
         }
         if (nh->mx) {
@@ -498,6 +649,8 @@ static int job_resolve(DeliveryJob *j) {
                               &j->lookups[0].query);
                 return r;
         }
+        /* [host]: no MX lookup, only the host's own records count. */
+        j->mx_secure = true;
         if (mx_add(j, nh->host, 0) < 0)
                 return -ENOMEM;
         return lookup_addresses(j);

@@ -129,7 +129,7 @@ static int load_local_addrs(Config *c, DeliverSettings *s, Diag *diags) {
         return 0;
 }
 
-static int load_tls(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
+static int load_tls(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag *diags) {
         ConfParam p_level = lmtp ? P_LMTP_TLS_SECURITY_LEVEL : P_SMTP_TLS_SECURITY_LEVEL;
         ConfParam p_protocols = lmtp ? P_LMTP_TLS_PROTOCOLS : P_SMTP_TLS_PROTOCOLS;
         ConfParam p_mprotocols = lmtp ? P_LMTP_TLS_MANDATORY_PROTOCOLS : P_SMTP_TLS_MANDATORY_PROTOCOLS;
@@ -152,14 +152,29 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
         }
         r = tls_level_parse(level, &cs->tls_level);
         if (r == -EOPNOTSUPP) {
-                diag_error(diags, NULL, 0, "%s = %s: DANE needs a validating DNS resolver, which "
-                           "postern does not use; use verify or secure",
-                           conf_params[p_level].name, level);
+                diag_error(diags, NULL, 0, "%s = %s: not supported by postern; use dane, verify or "
+                           "secure", conf_params[p_level].name, level);
                 return -EINVAL;
         }
         if (r < 0) {
                 diag_error(diags, NULL, 0, "%s: unknown level \"%s\"", conf_params[p_level].name, level);
                 return -EINVAL;
+        }
+        /* DANE (RFC 7672) rests on DNSSEC-validated MX, address and TLSA
+         * records; as Postfix, "dane" without them is "may". Postfix does
+         * no DANE for LMTP either. "dane-only" could never deliver: refused. */
+        if (cs->tls_level == TLS_LEVEL_DANE_ONLY && (lmtp || !dnssec)) {
+                diag_error(diags, NULL, 0, "%s = %s: %s", conf_params[p_level].name, level,
+                           lmtp ? "DANE is not used for LMTP"
+                                : "needs smtp_dns_support_level = dnssec");
+                return -EINVAL;
+        }
+        if (cs->tls_level == TLS_LEVEL_DANE && (lmtp || !dnssec)) {
+                diag_warning(diags, NULL, 0, "%s = %s: %s; using may instead",
+                             conf_params[p_level].name, level,
+                             lmtp ? "DANE is not used for LMTP"
+                                  : "needs smtp_dns_support_level = dnssec");
+                cs->tls_level = TLS_LEVEL_MAY;
         }
         cs->tls_loglevel = (int) conf_get_int(c, lmtp ? P_LMTP_TLS_LOGLEVEL : P_SMTP_TLS_LOGLEVEL);
         cs->tls_note_starttls_offer = conf_get_bool(c, lmtp ? P_LMTP_TLS_NOTE_STARTTLS_OFFER
@@ -240,7 +255,7 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
         return 0;
 }
 
-static int load_client(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
+static int load_client(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag *diags) {
         cs->lmtp = lmtp;
         cs->name = lmtp ? "lmtp" : "smtp";
         cs->helo_name = strdup(conf_get_str(c, lmtp ? P_LMTP_LHLO_NAME : P_SMTP_HELO_NAME));
@@ -258,7 +273,7 @@ static int load_client(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
         cs->starttls_timeout_usec = T(P_SMTP_STARTTLS_TIMEOUT, P_LMTP_STARTTLS_TIMEOUT);
         cs->cache_time_usec = T(P_SMTP_CONNECTION_CACHE_TIME_LIMIT, P_LMTP_CONNECTION_CACHE_TIME_LIMIT);
 #undef T
-        return load_tls(c, cs, lmtp, diags);
+        return load_tls(c, cs, lmtp, dnssec, diags);
 }
 
 static int settings_load(Config *c, Diag *diags, DeliverSettings *s) {
@@ -303,13 +318,23 @@ static int settings_load(Config *c, Diag *diags, DeliverSettings *s) {
                 diag_error(diags, NULL, 0, "smtp_bind_address6: \"%s\" is not an IPv6 address", b);
                 return -EINVAL;
         }
+        /* Postfix: empty means enabled (unless the obsolete
+         * disable_dns_lookups, which postern does not have). */
+        b = conf_get_str(c, P_SMTP_DNS_SUPPORT_LEVEL);
+        if (strcaseeq(b, "disabled")) {
+                diag_error(diags, NULL, 0, "smtp_dns_support_level = disabled is not supported: "
+                           "postern's SMTP client always looks up MX and address records in "
+                           "DNS; use enabled or dnssec");
+                return -EINVAL;
+        }
+        s->dnssec = strcaseeq(b, "dnssec");
         r = load_local_addrs(c, s, diags);
         if (r < 0)
                 return r;
-        r = load_client(c, &s->smtp, false, diags);
+        r = load_client(c, &s->smtp, false, s->dnssec, diags);
         if (r < 0)
                 return r;
-        return load_client(c, &s->lmtp, true, diags);
+        return load_client(c, &s->lmtp, true, s->dnssec, diags);
 }
 
 void deliver_jobs_changed(Deliver *d) {
@@ -546,6 +571,7 @@ static int run(int argc, char **argv) {
                                 d.settings.dns_servers);
                 goto out;
         }
+        dns_resolver_set_dnssec(d.dns, d.settings.dnssec);
         r = setup_listeners(&d);
         if (r < 0)
                 goto out;

@@ -63,6 +63,7 @@ typedef struct DeliverSettings {
         char *queue_directory;
         char *relayhost;
         char *dns_servers;
+        bool dnssec;                    /* smtp_dns_support_level = dnssec */
         bool ipv4, ipv6;
         InetAddr *local_addrs;          /* inet_interfaces + proxy_interfaces */
         size_t n_local_addrs;
@@ -117,6 +118,9 @@ typedef struct Route {
         InetAddr addr;
         unsigned port;
         char *path;             /* LMTP over a UNIX socket */
+        size_t mx;              /* index in job->mx while resolving, SIZE_MAX: none */
+        TlsLevel tls_level;     /* for this route: dane becomes may, encrypt or dane */
+        TlsDane *dane;          /* with dane: the usable TLSA records */
 } Route;
 
 struct DeliveryJob {
@@ -147,6 +151,7 @@ struct DeliveryJob {
         size_t n_routes;
         size_t next_route;
         bool plain_retry;       /* repeat the current route without TLS ("may") */
+        bool mx_secure;         /* DNSSEC: the MX answer (or its absence) was validated */
         unsigned sessions;
 
         SmtpSession *session;

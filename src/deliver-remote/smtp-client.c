@@ -14,7 +14,10 @@
  * A session is only freed at the top of an event callback (after its
  * handler returned), so handlers may end it with session_close() at any
  * point. Entry points: smtp_session_connect(), smtp_session_reuse(),
- * smtp_session_free(). Left out: DANE, SASL client authentication, BDAT. */
+ * smtp_session_free(). DANE: a route of level dane carries the TLSA
+ * records (deliver-remote-job.c found them); the session makes TLS
+ * mandatory and lets OpenSSL match the certificate against them. Left out:
+ * SASL client authentication, BDAT. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -77,6 +80,7 @@ struct SmtpSession {
         sd_event_source *timer;
         SSL *ssl;
         TlsLevel level;                 /* for this session (none after a "may" fallback) */
+        TlsDane *dane;                  /* level dane: the server's TLSA records */
         bool tls_done;                  /* STARTTLS completed */
         bool hs_want_write;
         bool ssl_want_write;
@@ -178,6 +182,7 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
         free(s->name);
         free(s->relay);
         free(s->tls_facts);
+        tls_dane_unref(s->dane);
         free(s);
         return NULL;
 }
@@ -880,7 +885,7 @@ static void session_handshake(SmtpSession *s) {
                          LOG_FIELDS("POSTERN_RELAY", s->relay, "POSTERN_TLS", info),
                          "%s TLS connection established to %s: %s", tls_trust_to_string(trust),
                          s->relay, strempty(info));
-        if (s->level >= TLS_LEVEL_VERIFY && trust != TLS_TRUST_VERIFIED) {
+        if ((s->level >= TLS_LEVEL_VERIFY || s->dane) && trust != TLS_TRUST_VERIFIED) {
                 if (s->job)
                         log_mail(LOG_INFO, MSGID_SMTP_CONN_FAILED, s->job->qid,
                                  LOG_FIELDS("POSTERN_RELAY", s->relay),
@@ -888,8 +893,8 @@ static void session_handshake(SmtpSession *s) {
                                  strempty(reason));
                 s->broken = true;
                 session_fail(s, false, "4.7.5", "Server certificate not %s (%s: %s)",
-                             trust == TLS_TRUST_TRUSTED ? "verified" : "trusted", s->name,
-                             strempty(reason));
+                             trust == TLS_TRUST_TRUSTED || s->dane ? "verified" : "trusted",
+                             s->name, strempty(reason));
                 return;
         }
         /* RFC 3207 4.2: forget what the server said before TLS. */
@@ -926,7 +931,12 @@ static void session_start_tls(SmtpSession *s) {
                 if (sni && inet_addr_parse(sni, &(InetAddr) {0}) == 0)
                         sni = NULL;     /* RFC 6066 3: no literal addresses */
         }
+        /* RFC 7672 8.1: with DANE the SNI is the TLSA base domain. */
+        if (s->dane)
+                sni = s->dane->base;
         r = tls_client_ssl_new(ctx, s->fd, sni, &s->ssl);
+        if (r >= 0 && s->dane)
+                r = tls_client_dane_enable(s->ssl, s->dane);
         if (r < 0) {
                 session_fail(s, false, "4.7.5", "Cannot start TLS: %s", strerror(-r));
                 return;
@@ -1301,7 +1311,9 @@ int smtp_session_connect(DeliveryJob *j, const Route *rt, bool plain) {
                 delivery_job_soft_fail(j, "4.3.0", "out of memory");
                 return r;
         }
-        s->level = plain ? TLS_LEVEL_NONE : j->tls_level;
+        s->level = plain ? TLS_LEVEL_NONE : rt->tls_level;
+        if (s->level == TLS_LEVEL_DANE)
+                s->dane = tls_dane_ref(rt->dane);
         s->host = strdup(rt->host);
         addr_text = rt->path ? strdup(rt->path) : inet_addr_to_string(&rt->addr);
         if (!s->host || !addr_text) {
