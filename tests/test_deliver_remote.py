@@ -8,6 +8,7 @@ import json
 import grp
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -952,11 +953,25 @@ DOVECOT = shutil.which('dovecot') or '/usr/sbin/dovecot'
 
 @pytest.fixture
 def dovecot():
+    yield from run_dovecot()
+
+
+@pytest.fixture
+def dovecot_tls(world):
+    """Dovecot whose LMTP offers STARTTLS, with the test CA's certificate
+    for mx.peer.example."""
+    yield from run_dovecot(world['ca']['mx.peer.example'])
+
+
+def run_dovecot(cert_key=None):
     if not os.path.exists(DOVECOT):
         pytest.skip('dovecot not installed')
     tmp = tempdir('postern-dovecot.')
     os.chmod(tmp, 0o755)
     port = 24000 + os.getpid() % 1000
+    ssl = 'ssl = no'
+    if cert_key:
+        ssl = 'ssl = yes\nssl_cert = <%s\nssl_key = <%s' % cert_key
     mail = os.path.join(tmp, 'mail')
     os.makedirs(mail)
     # Dovecot refuses to deliver as root: the mailboxes belong to nobody.
@@ -974,7 +989,7 @@ base_dir = {tmp}/run
 state_dir = {tmp}/state
 log_path = {tmp}/dovecot.log
 protocols = lmtp
-ssl = no
+{ssl}
 listen = 127.0.0.1
 default_login_user = {me}
 default_internal_user = {me}
@@ -1000,7 +1015,7 @@ service lmtp {{
     port = {port}
   }}
 }}
-'''.format(tmp=tmp, me=me, mail=mail, port=port,
+'''.format(tmp=tmp, me=me, mail=mail, port=port, ssl=ssl,
            grp=grp.getgrgid(os.getgid()).gr_name))
     os.makedirs(os.path.join(tmp, 'run'))
     os.makedirs(os.path.join(tmp, 'state'))
@@ -1050,17 +1065,18 @@ def test_lmtp_inet_to_dovecot(make, dovecot):
     assert results[0][0] == 'sent', results
 
 
-def test_lmtp_inet_tcp_to_dovecot(dovecot, world, tmp_path):
-    """LMTP over TCP: postern-deliver-remote in the host namespace, where
-    Dovecot's inet listener is."""
-    tmp = str(tmp_path)
+def lmtp_tcp_delivery(dovecot, tmp, main_cf=''):
+    """One LMTP delivery to bob over TCP by postern-deliver-remote in the
+    host namespace, where Dovecot's inet listener is. Returns the
+    test-deliver-client output and the agent's log."""
     conf = os.path.join(tmp, 'conf')
     os.makedirs(conf)
     with open(os.path.join(conf, 'main.cf'), 'w') as f:
         f.write('myhostname = client.example.org\nqueue_directory = %s\n'
-                'dns_resolver_servers = 127.0.0.1:9\nmax_idle = 60s\n' % tmp)
+                'dns_resolver_servers = 127.0.0.1:9\nmax_idle = 60s\n' % tmp + main_cf)
     sock = os.path.join(tmp, 'deliver-remote')
-    log = open(os.path.join(tmp, 'log'), 'w')
+    log_path = os.path.join(tmp, 'log')
+    log = open(log_path, 'w')
     proc = subprocess.Popen(['systemd-socket-activate', '-l', sock, '-E',
                              'POSTERN_LOG_TARGET=stderr', DELIVER, '-c', conf],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -1071,12 +1087,42 @@ def test_lmtp_inet_tcp_to_dovecot(dovecot, world, tmp_path):
         r = subprocess.run([CLIENT, sock, q, 'lmtp', 'inet:127.0.0.1:%d' % dovecot['port']],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.splitlines()[0].split(' ')[1] == 'sent', r.stdout
-        assert 'relay=127.0.0.1[127.0.0.1]:%d' % dovecot['port'] in r.stdout
-        assert len(wait_for(lambda: maildir_files(dovecot['mail'], 'bob'), what='maildir')) == 1
     finally:
         stop_process(proc)
         log.close()
+    with open(log_path, errors='replace') as f:
+        return r.stdout, f.read()
+
+
+def test_lmtp_inet_tcp_to_dovecot(dovecot, world, tmp_path):
+    out, _ = lmtp_tcp_delivery(dovecot, str(tmp_path))
+    assert out.splitlines()[0].split(' ')[1] == 'sent', out
+    assert 'relay=127.0.0.1[127.0.0.1]:%d' % dovecot['port'] in out
+    assert 'tls=\n' in out
+    assert len(wait_for(lambda: maildir_files(dovecot['mail'], 'bob'), what='maildir')) == 1
+
+
+def test_lmtp_starttls_to_dovecot(dovecot_tls, world, tmp_path):
+    """lmtp_tls_security_level = encrypt: STARTTLS after LHLO, the
+    certificate checked against the test CA (Trusted: the name of an
+    address next hop is not matched at this level)."""
+    out, log = lmtp_tcp_delivery(dovecot_tls, str(tmp_path),
+                                 'lmtp_tls_security_level = encrypt\nlmtp_tls_loglevel = 1\n'
+                                 'lmtp_tls_CAfile = %s\n' % world['ca']['ca'])
+    assert out.splitlines()[0].split(' ')[1] == 'sent', out + log
+    assert re.search(r'^tls=TLSv1\.[23] \S+ Trusted$', out, re.M), out
+    assert ('Trusted TLS connection established to 127.0.0.1[127.0.0.1]:%d: TLSv1'
+            % dovecot_tls['port']) in log, log
+    assert len(wait_for(lambda: maildir_files(dovecot_tls['mail'], 'bob'),
+                        what='maildir')) == 1
+
+
+def test_lmtp_encrypt_without_starttls_defers(dovecot, tmp_path):
+    out, log = lmtp_tcp_delivery(dovecot, str(tmp_path), 'lmtp_tls_security_level = encrypt\n')
+    assert out.splitlines()[0].split(' ', 3)[1:] == [
+        'deferred', '4.7.4', 'TLS is required, but was not offered by host '
+        '127.0.0.1[127.0.0.1]'], out + log
+    assert maildir_files(dovecot['mail'], 'bob') == []
 
 
 def test_bad_calls_are_refused(make):
