@@ -353,14 +353,23 @@ def test_dane_only_without_tlsa_defers(make, world):
     assert results[0][0] == 'relayed', results
 
 
-def test_dns_support_level_disabled_is_refused(world):
+@pytest.mark.parametrize('main_cf,error', [
+    ('smtp_dns_support_level = disabled\n',
+     'smtp_dns_support_level = disabled is not supported'),
+    ('smtp_tls_security_level = dane-only\n',
+     'smtp_tls_security_level = dane-only: needs smtp_dns_support_level = dnssec'),
+    ('smtp_dns_support_level = dnssec\nlmtp_tls_security_level = dane-only\n',
+     'lmtp_tls_security_level = dane-only: DANE is not used for LMTP'),
+])
+def test_configuration_refused(main_cf, error):
+    """Settings that could never work stop the service with the reason."""
     tmp = tempdir('postern-dane-conf.')
     try:
         with open(os.path.join(tmp, 'main.cf'), 'w') as f:
-            f.write('smtp_dns_support_level = disabled\n')
+            f.write(main_cf)
         r = subprocess.run([DELIVER, '-c', tmp], capture_output=True, text=True, timeout=30,
                            env=dict(os.environ, POSTERN_LOG_TARGET='stderr'))
         assert r.returncode != 0
-        assert 'smtp_dns_support_level = disabled is not supported' in r.stderr, r.stderr
+        assert error in r.stderr, r.stderr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
