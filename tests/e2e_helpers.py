@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,60 @@ def wait_for(predicate, timeout=20.0, what='condition'):
     return common.wait_for(predicate, timeout, what)
 
 
+# Runs "$@" with a private /run/systemd whose journal socket is $JOURNAL.
+JOURNAL_NS_SCRIPT = ('mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd && '
+                     'mkdir /run/systemd/journal && '
+                     'ln -s "$JOURNAL" /run/systemd/journal/socket && exec "$@"')
+
+
+class Journal:
+    """A datagram socket in the journal's native protocol that stands in
+    for journald: a daemon run through wrap() with env() logs its entries
+    here, every field readable."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, 'journal.socket')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.entries = []
+
+    def wrap(self, cmd):
+        return ['unshare', '-m', 'sh', '-c', JOURNAL_NS_SCRIPT, 'sh'] + list(cmd)
+
+    @staticmethod
+    def parse(data):
+        """NAME=value lines, or NAME, newline, 64-bit little-endian length,
+        value, newline."""
+        fields = {}
+        i = 0
+        while i < len(data):
+            nl = data.index(b'\n', i)
+            eq = data.find(b'=', i, nl)
+            if eq >= 0:
+                fields[data[i:eq].decode()] = data[eq + 1:nl].decode(errors='replace')
+                i = nl + 1
+            else:
+                (size,) = struct.unpack('<Q', data[nl + 1:nl + 9])
+                fields[data[i:nl].decode()] = data[nl + 9:nl + 9 + size].decode(errors='replace')
+                i = nl + 9 + size + 1
+        return fields
+
+    def read(self):
+        while True:
+            try:
+                self.entries.append(self.parse(self.sock.recv(1 << 20)))
+            except BlockingIOError:
+                return self.entries
+
+    def wait(self, pred, what, timeout=20):
+        """The entries pred accepts, once there is one."""
+        return wait_for(lambda: [e for e in self.read() if pred(e)], timeout, what)
+
+    def close(self):
+        self.sock.close()
+
+
 class Instance:
     """One postern instance. main_cf lines replace base lines of the same
     parameter name. net/ns: run everything inside that namespace;
@@ -111,6 +166,7 @@ class Instance:
             self.smtpd_host, self.smtpd_port = '127.0.0.1', free_port()
         self.procs = {}
         self.logs = {}
+        self.journals = {}      # daemon name -> Journal (see use_journal())
         self.pids = {}
         base = ('myhostname = mx.example.com\n'
                 'mydomain = example.com\n'
@@ -160,6 +216,12 @@ class Instance:
     def socket(self, name):
         return os.path.join(self.runtime, name)
 
+    def use_journal(self, name):
+        """Makes bus daemon name log to a Journal (returned) instead of its
+        log file; call before start()."""
+        self.journals[name] = Journal(self.tmp)
+        return self.journals[name]
+
     def wrap(self, args):
         return self.net.exec_args(self.ns, args) if self.net else list(args)
 
@@ -186,10 +248,19 @@ class Instance:
         sock = self.socket(name)
         if os.path.exists(sock):
             os.unlink(sock)
-        args = [SOCKET_ACTIVATE, '-l', sock] + self.env_args(PASS_ENV)
+        env = self.env()
+        journal = self.journals.get(name)
+        if journal:
+            env.update(JOURNAL=journal.path, POSTERN_LOG_TARGET='journal')
+        args = [SOCKET_ACTIVATE, '-l', sock]
+        for k in PASS_ENV:
+            if k in env:
+                args += ['-E', '%s=%s' % (k, env[k])]
+        if journal:
+            args = journal.wrap(args)
         args += [PROGRAMS[name], '-c', self.confdir]
         p = subprocess.Popen(self.wrap(args), stdout=self._log(name),
-                             stderr=subprocess.STDOUT, env=self.env())
+                             stderr=subprocess.STDOUT, env=env)
         self.procs[name] = p
         wait_for(lambda: os.path.exists(sock), what=name + ' socket')
         return p
@@ -266,6 +337,8 @@ class Instance:
         """Stops every daemon, removes the files; fails on sanitizer
         reports about the delivery roles."""
         self.stop()
+        for j in self.journals.values():
+            j.close()
         text = self.all_logs()
         shutil.rmtree(self.tmp, ignore_errors=True)
         for marker in ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer'):

@@ -220,7 +220,7 @@ def net():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def relay_pair(make, net, start_peer=True, a_cf='', b_cf=''):
+def relay_pair(make, net, start_peer=True, a_cf='', b_cf='', start=True):
     """Instance a (client namespace) sends to example.net, whose MX is
     instance b (peer namespace) with a virtual mailbox for user@example.net."""
     a = make('myhostname = mx.example.com\n' + a_cf, name='a', net=net, ns=net.client,
@@ -231,8 +231,9 @@ def relay_pair(make, net, start_peer=True, a_cf='', b_cf=''):
     with open(os.path.join(b.confdir, 'main.cf'), 'a') as f:
         f.write('virtual_mailbox_domains = example.net\nvirtual_mailbox_maps = %s\n'
                 'virtual_uid_maps = static:5000\nvirtual_gid_maps = static:5000\n' % boxes)
-    a.start()
-    if start_peer:
+    if start:
+        a.start()
+    if start and start_peer:
         b.start()
     return a, b
 
@@ -262,17 +263,30 @@ def test_relay_with_tls_logs_tls_facts(make, net, tmp_path):
     Postfix log parsers, which read status= last, do not trip over it)."""
     ca = make_test_ca(str(tmp_path), ['mx.example.net'])
     cert, key = ca['mx.example.net']
-    a, b = relay_pair(make, net,
+    a, b = relay_pair(make, net, start=False,
                       a_cf='smtp_tls_security_level = verify\nsmtp_tls_CAfile = %s\n' % ca['ca'],
                       b_cf='smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\n'
                            'smtpd_tls_key_file = %s\n' % (cert, key))
+    # Both queue managers log to stand-in journals, every field readable.
+    ja, jb = a.use_journal('qmgr'), b.use_journal('qmgr')
+    a.start()
+    b.start()
     qid = a.send('someone@example.com', ['user@example.net'])
-    line = a.wait_log('qmgr', r'%s: to=<user@example.net>, relay=mx.example.net\[%s\]:25, '
-                      r'delay=[0-9.]+, delays=[0-9./]+, dsn=2.0.0, '
-                      r'tls=(TLSv1\.[23])/([A-Z0-9_-]+)/Verified, status=sent \(250 '
-                      % (qid, re.escape(PEER_ADDR)))
+    entry = ja.wait(lambda e: e.get('POSTERN_QUEUE_ID') == qid and
+                    e.get('POSTERN_STATUS') == 'sent', 'the delivery entry at a')[0]
+    line = re.fullmatch(r'%s: to=<user@example.net>, relay=mx.example.net\[%s\]:25, '
+                        r'delay=[0-9.]+, delays=[0-9./]+, dsn=2.0.0, '
+                        r'tls=(TLSv1\.[23])/([A-Z0-9_-]+)/Verified, status=sent \(250 [^)]*'
+                        r'queued as (%s)\)' % (qid, re.escape(PEER_ADDR), QUEUE_ID_RE),
+                        entry['MESSAGE'])
+    assert line, entry
+    assert entry['POSTERN_TLS'] == '%s/%s/Verified' % line.group(1, 2), entry
     box = os.path.join(b.vmail, 'example.net', 'user')
     wait_for(lambda: maildir_messages(box), what='delivery over TLS')
+    # b's delivery to a virtual mailbox has no TLS: neither field nor text.
+    entry = jb.wait(lambda e: e.get('POSTERN_QUEUE_ID') == line.group(3) and
+                    e.get('POSTERN_STATUS') == 'sent', 'the delivery entry at b')[0]
+    assert 'POSTERN_TLS' not in entry and 'tls=' not in entry['MESSAGE'], entry
 
 
 def test_remote_4xx_defers_then_flush_delivers(make, net):
