@@ -86,9 +86,12 @@ def signed_zone(tmp, ee, other_ee, ta):
 
 
 def unsigned_zone(tmp, other_ee):
-    """insecure.example: not signed, and a TLSA record that would not match."""
+    """insecure.example: not signed, a TLSA record that would not match, and
+    a domain whose MX host is in the signed zone."""
     zone = ('$ORIGIN insecure.example.\n$TTL 300\n' + SOA.format(z='insecure.example') +
-            '@ IN MX 10 mx\nmx IN A %s\n_25._tcp.mx IN TLSA 3 1 1 %s\n' % (PEER_ADDR, other_ee))
+            '@ IN MX 10 mx\nmx IN A %s\n_25._tcp.mx IN TLSA 3 1 1 %s\n' % (PEER_ADDR, other_ee) +
+            # Unsigned MX records naming a host of the signed zone.
+            'hosted IN MX 10 mx-bad.dane.example.\n')
     path = os.path.join(tmp, 'insecure.example.zone')
     with open(path, 'w') as f:
         f.write(zone)
@@ -269,6 +272,29 @@ def test_dane_insecure_zone_is_may(make, world):
     assert results[0][0] == 'relayed', (results, d.log_text())
     assert p.events('message')[0]['tls'] is True
     assert 'Verified TLS' not in d.log_text()
+
+
+@pytest.mark.parametrize('policy,relayed', [(None, False), ('dane', False), ('encrypt', True),
+                                            ('may', True)])
+def test_dane_insecure_mx_policy(make, world, policy, relayed):
+    """An unsigned MX record naming a host with validated TLSA records (that
+    do not match here): by default, as Postfix, the records are used (RFC
+    7672 2.2.1); smtp_tls_dane_insecure_mx_policy = encrypt only makes TLS
+    mandatory, may ignores them."""
+    deliverer, peer = make
+    p = tls_peer(peer, world)
+    cf = DANE_CF
+    if policy:
+        cf += 'smtp_tls_dane_insecure_mx_policy = %s\n' % policy
+    d = deliverer(cf)
+    results, _ = d.deliver(d.message(['a@hosted.insecure.example']))
+    if relayed:
+        assert results[0][0] == 'relayed', (results, d.log_text())
+        assert p.events('message')[0]['tls'] is True
+    else:
+        assert results[0][:2] == ('deferred', '4.7.5'), results
+        assert 'Server certificate not verified' in results[0][2], results
+        assert not p.events('message')
 
 
 def test_dane_bogus_tlsa_defers(make, world):

@@ -15,7 +15,10 @@
  * is usable make TLS mandatory (encrypt), no records or an unvalidated
  * chain leave opportunistic TLS (may; dane-only defers instead), and a
  * failed TLSA lookup (a bogus answer comes as SERVFAIL) takes the host out
- * with a 4.7.5 deferral. */
+ * with a 4.7.5 deferral. An MX host found through an unvalidated MX
+ * lookup gets its TLSA lookup too unless smtp_tls_dane_insecure_mx_policy
+ * is may (RFC 7672 2.2.1 allows it; Postfix does it by default), and its
+ * usable records mean what that policy says; dane-only always looks. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -300,6 +303,10 @@ static void job_routes_start(DeliveryJob *j) {
                                 log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s",
                                          strempty(t));
                                 delivery_job_soft_fail(j, "4.7.5", strempty(t));
+                        } else if (m && m->tlsa > 0 && j->tls_level == TLS_LEVEL_DANE &&
+                                   !j->mx_secure &&
+                                   j->cs->tls_dane_insecure_mx == TLS_LEVEL_ENCRYPT) {
+                                rt->tls_level = TLS_LEVEL_ENCRYPT;
                         } else if (m && m->tlsa > 0) {
                                 rt->tls_level = TLS_LEVEL_DANE;
                                 rt->dane = tls_dane_ref(m->dane);
@@ -358,8 +365,8 @@ static void on_tlsa(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
 }
 
 /* TLSA lookups (RFC 7672 2.2) for the MX hosts that have routes and whose
- * MX and address records were validated; the routes start when all are
- * answered. */
+ * address records (and MX records, as the policy asks) were validated;
+ * the routes start when all are answered. */
 static int lookup_tlsa(DeliveryJob *j) {
         Deliver *d = j->d;
         int r;
@@ -378,7 +385,10 @@ static int lookup_tlsa(DeliveryJob *j) {
 
                 for (size_t k = 0; k < j->n_routes && !routed; k++)
                         routed = j->routes[k].mx == i;
-                if (!routed || !j->mx_secure || m->addr_insecure)
+                if (!routed || m->addr_insecure)
+                        continue;
+                if (!j->mx_secure && j->tls_level == TLS_LEVEL_DANE &&
+                    j->cs->tls_dane_insecure_mx == TLS_LEVEL_MAY)
                         continue;
                 name = strdup_printf("_%u._tcp.%s", j->nexthop.port, m->name);
                 if (!name)

@@ -176,6 +176,19 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag 
                                   : "needs smtp_dns_support_level = dnssec");
                 cs->tls_level = TLS_LEVEL_MAY;
         }
+        cs->tls_dane_insecure_mx = TLS_LEVEL_MAY;
+        if (!lmtp) {
+                const char *p = conf_get_str(c, P_SMTP_TLS_DANE_INSECURE_MX_POLICY);
+                if (strcaseeq(p, "dane"))
+                        cs->tls_dane_insecure_mx = TLS_LEVEL_DANE;
+                else if (strcaseeq(p, "encrypt"))
+                        cs->tls_dane_insecure_mx = TLS_LEVEL_ENCRYPT;
+                else if (!strcaseeq(p, "may")) {
+                        diag_error(diags, NULL, 0, "smtp_tls_dane_insecure_mx_policy: unknown "
+                                   "value \"%s\" (may, encrypt or dane)", p);
+                        return -EINVAL;
+                }
+        }
         cs->tls_loglevel = (int) conf_get_int(c, lmtp ? P_LMTP_TLS_LOGLEVEL : P_SMTP_TLS_LOGLEVEL);
         cs->tls_note_starttls_offer = conf_get_bool(c, lmtp ? P_LMTP_TLS_NOTE_STARTTLS_OFFER
                                                             : P_SMTP_TLS_NOTE_STARTTLS_OFFER);

@@ -44,6 +44,7 @@ typedef struct ClientSettings {
         uint64_t starttls_timeout_usec;
         uint64_t cache_time_usec;       /* 0: no connection cache */
         TlsLevel tls_level;
+        TlsLevel tls_dane_insecure_mx;  /* may, encrypt or dane: TLSA of an insecure MX */
         char *tls_servername;
         char **tls_verify_match;
         char **tls_secure_match;
