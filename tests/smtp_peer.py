@@ -81,6 +81,8 @@ class Peer:
                         break
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                     ctx.load_cert_chain(*self.cfg['starttls'])
+                    if self.cfg.get('tls_max_version'):
+                        ctx.maximum_version = ssl.TLSVersion[self.cfg['tls_max_version']]
                     sni = []
 
                     def on_sni(sslobj, name, sslctx):

@@ -945,6 +945,42 @@ def test_tls_capath(make, world, tmp_path):
     assert len(p.events('message')) == 1
 
 
+def test_tls_protocols_for_opportunistic_tls(make, world):
+    """smtp_tls_protocols applies to "may": a peer that stops at TLSv1.2
+    fails the handshake with >=TLSv1.3 and gets the mail in plaintext; with
+    the default protocols it gets TLSv1.2."""
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']), tls_max_version='TLSv1_2')
+    d = deliverer(tls_cf(world, 'may'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    assert d.tls.startswith('TLSv1.2 '), d.tls
+    d = deliverer(tls_cf(world, 'may') + 'smtp_tls_protocols = >=TLSv1.3\n')
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    assert d.tls == ''
+    assert [m['tls'] for m in p.events('message')] == [True, False]
+    assert 'retrying without TLS' in d.log_text()
+
+
+@pytest.mark.parametrize('syntax', ['>=TLSv1.3', '!SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.2'])
+def test_tls_mandatory_protocols_for_encrypt(make, world, syntax):
+    """encrypt uses smtp_tls_mandatory_protocols, not smtp_tls_protocols:
+    a TLSv1.2 peer is refused by mandatory >=TLSv1.3 (in both syntaxes)
+    and is fine when only smtp_tls_protocols asks for TLSv1.3."""
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']), tls_max_version='TLSv1_2')
+    d = deliverer(tls_cf(world, 'encrypt') + 'smtp_tls_protocols = %s\n' % syntax)
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    assert d.tls.startswith('TLSv1.2 '), d.tls
+    d = deliverer(tls_cf(world, 'encrypt') + 'smtp_tls_mandatory_protocols = %s\n' % syntax)
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert 'handshake failure' in results[0][2], results
+    assert len(p.events('message')) == 1
+
+
 # ---------------------------------------------------------------------------
 # LMTP with Dovecot
 
