@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #include <ares.h>
 
@@ -558,12 +559,15 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *buf, i
 int dns_query(DnsResolver *r, const char *name, DnsType type, DnsCallback cb, void *userdata,
               DnsQuery **ret) {
         unsigned char *qbuf = NULL;
+        unsigned short id;
         int qlen = 0, s;
         DnsQuery *q;
         size_t n;
 
         if (isempty(name) || (n = strlen(name)) > 254)
                 return -EINVAL;
+        if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+                return -errno;
         q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
@@ -580,9 +584,10 @@ int dns_query(DnsResolver *r, const char *name, DnsType type, DnsCallback cb, vo
         r->n_pending++;
         if (ret)
                 *ret = q;
-        /* What ares_query() does, with the header in our hands: recursion
-         * desired, no EDNS, and with dnssec the AD bit (RFC 6840 5.7). */
-        s = ares_create_query(q->name, DNS_CLASS_IN, (int) type, 0, 1, &qbuf, &qlen, 0);
+        /* What ares_query() does, with the header in our hands: a random ID
+         * (ares_send() sends the one in the buffer), recursion desired, no
+         * EDNS, and with dnssec the AD bit (RFC 6840 5.7). */
+        s = ares_create_query(q->name, DNS_CLASS_IN, (int) type, id, 1, &qbuf, &qlen, 0);
         if (s != ARES_SUCCESS) {
                 /* Reported as an answer (a bad name), as c-ares would. */
                 on_answer(q, s, 0, NULL, 0);

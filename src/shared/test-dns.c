@@ -9,8 +9,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,4 +262,76 @@ static void test_answer_parse(void) {
         CHECK_STR(dns_type_to_string(DNS_TYPE_TLSA), "TLSA");
 }
 
-TEST_MAIN(test_reverse_name, test_resolver, test_hosts_file, test_answer_parse)
+static int got = -100;
+static bool got_secure;
+static unsigned got_usage;
+
+static void on_tlsa_answer(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
+        got = r;
+        got_secure = a->secure;
+        got_usage = r > 0 ? a->records[0].usage : 0;
+}
+
+/* Reads one query from fd, checks its flags and answers it with one TLSA
+ * record and the AD bit set. Returns the query ID. */
+static unsigned answer_query(int fd, bool want_ad) {
+        uint8_t buf[512];
+        uint8_t tlsa[] = {3, 1, 1, 0xab};
+        struct sockaddr_in from;
+        socklen_t flen = sizeof(from);
+        ssize_t n = recvfrom(fd, buf, sizeof(buf) - 64, 0, (struct sockaddr *) &from, &flen);
+        size_t len;
+
+        CHECK(n > 12);
+        CHECK(buf[2] & 0x01);                           /* RD */
+        CHECK(!!(buf[3] & 0x20) == want_ad);            /* AD */
+        CHECK_INT(buf[5], 1);
+        buf[2] |= 0x80;                                 /* QR */
+        buf[3] = 0xa0;                                  /* RA AD, NOERROR */
+        buf[7] = 1;
+        len = (size_t) n + rr(buf + n, 52, tlsa, sizeof(tlsa));
+        CHECK(sendto(fd, buf, len, 0, (struct sockaddr *) &from, flen) == (ssize_t) len);
+        return (unsigned) buf[0] << 8 | buf[1];
+}
+
+static void test_query_header(void) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sa);
+        struct timeval tv = {.tv_sec = 5};
+        char servers[64];
+        unsigned ids[3];
+        sd_event *e = NULL;
+        DnsResolver *r = NULL;
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        CHECK(fd >= 0);
+        CHECK(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+        CHECK(getsockname(fd, (struct sockaddr *) &sa, &len) == 0);
+        CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+        snprintf(servers, sizeof(servers), "127.0.0.1:%u", ntohs(sa.sin_port));
+        CHECK(sd_event_new(&e) >= 0);
+        CHECK_INT(dns_resolver_new(e, servers, 5000, 1, &r), 0);
+
+        for (int dnssec = 1; dnssec >= 0; dnssec--) {
+                dns_resolver_set_dnssec(r, dnssec);
+                for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                        got = -100;
+                        CHECK_INT(dns_query(r, "_25._tcp.mx.example", DNS_TYPE_TLSA,
+                                            on_tlsa_answer, NULL, NULL), 0);
+                        ids[i] = answer_query(fd, dnssec);
+                        for (int k = 0; k < 50 && got == -100; k++)
+                                CHECK(sd_event_run(e, 100000) >= 0);
+                        CHECK_INT(got, 1);
+                        CHECK_INT((int) got_usage, 3);
+                        /* The AD bit counts only when it was asked for. */
+                        CHECK(got_secure == !!dnssec);
+                }
+                /* Random IDs: three equal ones are a 2^-32 chance. */
+                CHECK(ids[0] != ids[1] || ids[1] != ids[2]);
+        }
+        r = dns_resolver_free(r);
+        sd_event_unref(e);
+        close(fd);
+}
+
+TEST_MAIN(test_reverse_name, test_resolver, test_hosts_file, test_answer_parse, test_query_header)
