@@ -49,7 +49,7 @@ typedef enum DnsType {
 
 typedef struct DnsRecord {
         DnsType type;
-        uint32_t ttl;           /* A and AAAA only; 0 where c-ares does not tell */
+        uint32_t ttl;           /* A, AAAA and TLSA; 0 where c-ares does not tell */
         unsigned preference;    /* MX */
         char *name;             /* MX exchange ("" for the root: a null MX), PTR target */
         char *text;             /* TXT: the strings of one record, concatenated */
