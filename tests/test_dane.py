@@ -223,7 +223,7 @@ def test_dane_ee_match_is_verified(make, world):
     assert results[0][0] == 'relayed', (results, d.log_text())
     assert relay == 'mx-ok.dane.example[%s]:25' % PEER_ADDR
     assert p.events('message')[0]['tls'] is True
-    # RFC 7672 8.1: the SNI is the TLSA base domain.
+    # RFC 7672: the SNI is the TLSA base domain.
     assert p.events('tls')[0]['sni'] == 'mx-ok.dane.example'
     assert ('Verified TLS connection established to mx-ok.dane.example[%s]:25' % PEER_ADDR
             in d.log_text()), d.log_text()

@@ -931,7 +931,7 @@ static void session_start_tls(SmtpSession *s) {
                 if (sni && inet_addr_parse(sni, &(InetAddr) {0}) == 0)
                         sni = NULL;     /* RFC 6066 3: no literal addresses */
         }
-        /* RFC 7672 8.1: with DANE the SNI is the TLSA base domain. */
+        /* RFC 7672: with DANE the SNI is the TLSA base domain. */
         if (s->dane)
                 sni = s->dane->base;
         r = tls_client_ssl_new(ctx, s->fd, sni, &s->ssl);

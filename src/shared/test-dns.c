@@ -3,7 +3,8 @@
  * server lists, and a lookup against a closed local port failing as a
  * temporary error (never "not found"), the hosts file readers, and the
  * raw answer parser (rcodes, the AD bit, TLSA records) on hand-made
- * messages. Lookups against a real server are covered by
+ * messages, and the queries on the wire (random IDs, the AD bit only with
+ * dnssec) against a UDP socket that answers them. Lookups against a real server are covered by
  * tests/test_deliver_remote.py with dnsmasq and tests/test_dane.py with a
  * validating unbound. */
 #include <arpa/inet.h>
