@@ -22,10 +22,10 @@ from test_deliver_remote import DELIVER, PEER_ADDR, Deliverer, SmtpPeer
 NOSTLS_ADDR = '198.51.100.13'   # a peer without STARTTLS
 AUTH_PORT = 5300
 
+# unbound and ldns-signzone come from tools/deps.sh: missing, the tests fail.
 pytestmark = pytest.mark.skipif(
-    not have_root_netns() or not shutil.which('unbound') or not shutil.which('ldns-signzone')
-    or not os.path.exists(DELIVER),
-    reason='needs root, ip, unbound, ldns-signzone and the built postern-deliver-remote')
+    not have_root_netns() or not os.path.exists(DELIVER),
+    reason='needs root, ip and the built postern-deliver-remote')
 
 
 def openssl(*args, input=None):
