@@ -29,6 +29,7 @@ FLAGS = {
     'computed': 'CONF_FLAG_COMPUTED',
     'readonly': 'CONF_FLAG_READONLY',
     'raw': 'CONF_FLAG_RAW',
+    'unimplemented': 'CONF_FLAG_UNIMPLEMENTED',
 }
 SERVICES = ['smtpd', 'submission', 'smtps', 'qmgr', 'deliver-remote', 'deliver-local',
             'bounce', 'pickup', 'sendmail', 'postqueue', 'postmap', 'postalias', 'all']
@@ -355,7 +356,12 @@ A file with errors is rejected as a whole: a daemon keeps its previous
 configuration and a command stops, reporting each problem as
 .IB file : line :
 .BR error: .
-Unknown parameter names are reported as warnings.
+Unknown parameter names are reported as warnings, and so are parameters
+that postern accepts but does not implement (marked below) when they are
+set to a value other than their default:
+.IP
+.IB file : line ": warning: " name " is not implemented by postern; the setting has no effect"
+.PP
 .SS Per\-service overrides
 .BI services.d/ NAME .cf
 has the syntax of main.cf and overrides parameters for service
@@ -515,6 +521,9 @@ def write_man(params, path, values):
         notes = []
         if 'readonly' in p.flags:
             notes.append('informational, postern does not act on it')
+        if 'unimplemented' in p.flags:
+            notes.append('not implemented by postern: setting it has no effect, and a value '
+                         'other than the default draws a warning')
         if 'raw' in p.flags:
             notes.append('not expanded when loaded')
         svc = 'all programs' if p.services == 'all' else ', '.join(p.services.split())

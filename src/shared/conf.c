@@ -1008,6 +1008,84 @@ typedef struct SortItem {
         size_t index;
 } SortItem;
 
+/* Whether the value set for parameter p means something other than its
+ * default: typed values compare by what they mean ("5m" is "300s", "true"
+ * is "yes"), lists item by item, enumerations without case, other strings
+ * as expanded. */
+static int differs_from_default(Config *c, ConfParam p, bool *ret) {
+        const ConfParamInfo *info = &conf_params[p];
+        const Value *v = &c->known[p];
+        const char *def = default_of(c, p), *enum_def = NULL;
+        _cleanup_free_ char *expanded = NULL;
+        _cleanup_strv_free_ char **items = NULL;
+        Typed t = {0};
+        size_t i;
+        int r;
+
+        if (streq(v->raw, def) || (info->flags & CONF_FLAG_RAW)) {
+                *ret = !streq(v->raw, def);
+                return 0;
+        }
+        r = conf_expand_text(def, lookup_cb, c, 0, NULL, &expanded, NULL);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || check_value(info, expanded, &t, &enum_def) < 0) {
+                *ret = true;    /* a default that does not work is no match */
+                return 0;
+        }
+        switch (info->type) {
+        case CONF_TYPE_BOOL:
+                *ret = t.b != c->typed[p].b;
+                break;
+        case CONF_TYPE_INT:
+                *ret = t.i != c->typed[p].i;
+                break;
+        case CONF_TYPE_TIME:
+        case CONF_TYPE_SIZE:
+                *ret = t.u != c->typed[p].u;
+                break;
+        case CONF_TYPE_LIST:
+        case CONF_TYPE_MAPLIST:
+                items = split_list(expanded);
+                if (!items)
+                        return -ENOMEM;
+                for (i = 0; items[i] && c->lists[p][i]; i++)
+                        if (!streq(items[i], c->lists[p][i]))
+                                break;
+                *ret = items[i] || c->lists[p][i];
+                break;
+        default:
+                if (info->choices)
+                        *ret = !enum_def || !c->enum_value[p] || !streq(enum_def, c->enum_value[p]);
+                else
+                        *ret = !streq(strstrip(expanded), strempty(v->expanded));
+                break;
+        }
+        return 0;
+}
+
+/* Warns, at the place where it is set, about every parameter postern does
+ * not implement that is set to a value other than its default; values with
+ * errors were reported already. */
+static int warn_unimplemented(Config *c, Diag *diags) {
+        for (size_t p = 0; p < _P_MAX; p++) {
+                const Value *v = &c->known[p];
+                bool differs;
+                int r;
+
+                if (!(conf_params[p].flags & CONF_FLAG_UNIMPLEMENTED) || !v->raw || !c->lists[p])
+                        continue;
+                r = differs_from_default(c, (ConfParam) p, &differs);
+                if (r < 0)
+                        return r;
+                if (differs)
+                        diag_warning(diags, v->file, v->line,
+                                     "%s is not implemented by postern; the setting has no effect",
+                                     conf_params[p].name);
+        }
+        return 0;
+}
+
 static int sort_item_compare(const void *a, const void *b) {
         const SortItem *x = a, *y = b;
         if (x->rank != y->rank)
@@ -1174,6 +1252,8 @@ static int config_build(const char *dir, const char *service, const char *main_p
         if (service_file)
                 warn_unknown(c, service_file, VALUE_WARNED_SERVICE, diags);
         r = validate(c, diags);
+        if (r >= 0)
+                r = warn_unimplemented(c, diags);
         if (r < 0)
                 return r;
         sort_diagnostics(diags, diags_before, c->main_path);

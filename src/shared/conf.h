@@ -33,6 +33,8 @@ enum {
         CONF_FLAG_COMPUTED = 1 << 0,    /* default computed at run time (host name, ...) */
         CONF_FLAG_READONLY = 1 << 1,    /* compatibility / informational */
         CONF_FLAG_RAW = 1 << 2,         /* not $-expanded at load: its reader expands its own $names */
+        CONF_FLAG_UNIMPLEMENTED = 1 << 3,/* a feature postern lacks: a value other than the
+                                          * default draws a warning at load time */
 };
 
 typedef struct ConfParamInfo {
@@ -71,7 +73,9 @@ typedef struct Config Config;
 
 /* Loads the configuration of dir (NULL: $POSTERN_CONFIG_DIR or the default)
  * for service (NULL: main.cf only). Problems go into diags with file:line:
- * unknown parameters are warnings, bad values and syntax errors are errors.
+ * unknown parameters and unimplemented parameters (CONF_FLAG_UNIMPLEMENTED)
+ * set to a value other than their default are warnings, bad values and
+ * syntax errors are errors.
  * Returns 0 on success, -EINVAL when there were errors (nothing is returned
  * then: a broken file never half-applies), -ENOENT when main.cf is missing
  * (an empty main.cf is fine), other negative errnos for I/O failures. */
