@@ -478,5 +478,110 @@ static void test_directory(void) {
         }
 }
 
+/* Parameters postern does not implement draw one warning each, at the line
+ * that sets them, when their value means something other than the default;
+ * implemented and readonly parameters draw none. */
+static void test_unimplemented(void) {
+        const char *tmpdir = getenv("TMPDIR");
+        _cleanup_free_ char *r = NULL, *tmpl = NULL, *sdir = NULL, *w = NULL;
+        _cleanup_(conf_unrefp) Config *c = NULL;
+        Diag d = {0};
+        char *dir;
+
+        r = load_report("myhostname = mail.example.com\n"
+                        "canonical_maps = hash:/etc/postern/canonical\n"
+                        "smtpd_reject_footer = Call $myhostname\n"
+                        "smtpd_tls_eecdh_grade = strong\n"
+                        "smtpd_junk_command_limit = 1000\n"
+                        "canonical_maps = hash:/etc/postern/canonical2\n",
+                        "main.cf");
+        CHECK(startswith(r, "main.cf:3: warning: smtpd_reject_footer is not implemented by "
+                            "postern; the setting has no effect\n"
+                            "main.cf:4: warning: smtpd_tls_eecdh_grade is not implemented by "
+                            "postern; the setting has no effect\n"
+                            "main.cf:5: warning: smtpd_junk_command_limit is not implemented by "
+                            "postern; the setting has no effect\n"
+                            "main.cf:6: warning: overriding earlier entry at line 2: "
+                            "canonical_maps = hash:/etc/postern/canonical\n"
+                            "main.cf:6: warning: canonical_maps is not implemented by postern; "
+                            "the setting has no effect\n"
+                            "result: loaded\n"));
+        if (!startswith(r, "main.cf:3:"))
+                fprintf(stderr, "%s", r);
+        free(r);
+        r = NULL;
+
+        /* The default, however spelled: no warning. */
+        r = load_report("canonical_maps =\n"
+                        "smtpd_reject_footer =\n"
+                        "smtpd_junk_command_limit = 100\n"
+                        "in_flow_delay = 1\n"
+                        "default_destination_rate_delay = 0m\n"
+                        "body_checks_size_limit = 50k\n"
+                        "smtpd_tls_ask_ccert = false\n"
+                        "smtpd_tls_eecdh_grade = AUTO\n"
+                        "mime_header_checks = $header_checks\n"
+                        "propagate_unmatched_extensions = canonical,virtual\n"
+                        "smtpd_forbid_bare_newline_exclusions = $mynetworks\n",
+                        "main.cf");
+        CHECK(startswith(r, "result: loaded\n"));
+        if (!startswith(r, "result: loaded\n"))
+                fprintf(stderr, "%s", r);
+        free(r);
+        r = NULL;
+
+        /* Implemented and readonly parameters: no warning, also not for an
+         * unimplemented default that follows them. */
+        r = load_report("smtpd_banner = $myhostname hello\n"
+                        "header_checks = regexp:/etc/postern/header_checks\n"
+                        "body_checks = regexp:/etc/postern/body_checks\n"
+                        "smtpd_recipient_limit = 10\n"
+                        "biff = yes\n"
+                        "smtpd_sasl_local_domain = example.com\n"
+                        "syslog_name = postfix/submission\n",
+                        "main.cf");
+        CHECK(startswith(r, "result: loaded\n"));
+        if (!startswith(r, "result: loaded\n"))
+                fprintf(stderr, "%s", r);
+
+        /* A services.d override: the services that read it warn at its
+         * line, once; the check of main.cf reports it too. */
+        tmpl = strdup_printf("%s/test-conf-XXXXXX", isempty(tmpdir) ? "/tmp" : tmpdir);
+        dir = tmpl ? mkdtemp(tmpl) : NULL;
+        CHECK(dir != NULL);
+        if (!dir)
+                return;
+        sdir = path_join(dir, "services.d");
+        CHECK_INT(write_file(dir, "main.cf", "myhostname = mail.example.com\n"), 0);
+        CHECK_INT(mkdir(sdir, 0755), 0);
+        CHECK_INT(write_file(sdir, "submission.cf",
+                             "smtpd_tls_security_level = may\n"
+                             "smtpd_sasl_exceptions_networks = 192.0.2.0/24\n"),
+                  0);
+        w = strdup_printf("%s/submission.cf:2: warning: smtpd_sasl_exceptions_networks is not "
+                          "implemented by postern; the setting has no effect",
+                          sdir);
+        for (size_t i = 0; i < 2; i++) {
+                /* The submission service, and the whole configuration. */
+                CHECK_INT(conf_load(dir, i == 0 ? "submission" : NULL, &d, &c), 0);
+                CHECK_INT(d.n, 1);
+                if (d.n == 1) {
+                        _cleanup_free_ char *e = diag_entry_format(&d.entries[0]);
+                        CHECK_STR(e, w);
+                }
+                diag_done(&d);
+                c = conf_unref(c);
+        }
+        CHECK_INT(conf_load(dir, "smtpd", &d, &c), 0);
+        CHECK_INT(d.n, 0);
+        diag_done(&d);
+        c = conf_unref(c);
+
+        {
+                _cleanup_free_ char *cmd = strdup_printf("rm -rf '%s'", dir);
+                CHECK_INT(system(cmd), 0);
+        }
+}
+
 TEST_MAIN(test_golden, test_table, test_parsers, test_check_value, test_enum_and_raw,
-          test_computed, test_limits, test_directory)
+          test_computed, test_limits, test_directory, test_unimplemented)
