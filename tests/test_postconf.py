@@ -618,6 +618,55 @@ def test_check_errors(tutorial):
     assert all(set(d) == {'level', 'file', 'line', 'message'} for d in diags)
 
 
+def test_check_unimplemented_parameters(tutorial):
+    """Parameters that postern accepts but does not implement warn, at the
+    line that sets them, when set to something other than their default;
+    the check still passes, and postconf -n lists them as before."""
+    main = tutorial / 'main.cf'
+    before = postconf(tutorial, '-n').stdout
+    with open(main, 'a') as f:
+        f.write('canonical_maps = hash:%s/canonical\n'
+                'smtpd_reject_footer = Questions? Call +1 555 0100.\n'
+                'smtpd_junk_command_limit = 100\n'
+                'smtpd_tls_eecdh_grade = auto\n' % tutorial)
+    (tutorial / 'services.d').mkdir()
+    (tutorial / 'services.d' / 'submission.cf').write_text('smtpd_tls_security_level = encrypt\n'
+                                                          'smtpd_tls_req_ccert = yes\n')
+    line = {l.split(' =')[0]: n for n, l in enumerate(main.read_text().splitlines(), 1)
+            if ' =' in l}
+    warnings = [
+        '%s:%d: warning: canonical_maps is not implemented by postern; the setting has no '
+        'effect' % (main, line['canonical_maps']),
+        '%s:%d: warning: smtpd_reject_footer is not implemented by postern; the setting has no '
+        'effect' % (main, line['smtpd_reject_footer']),
+        '%s/services.d/submission.cf:2: warning: smtpd_tls_req_ccert is not implemented by '
+        'postern; the setting has no effect' % tutorial,
+    ]
+
+    r = run([POSTERNCTL, 'check', '-c', tutorial])
+    assert r.returncode == 0, r.stderr
+    # canonical.db does not exist: nothing opens the tables of such a
+    # parameter, so the check does not look for them either.
+    assert r.stderr.splitlines() == ['posternctl: ' + w for w in warnings]
+    assert r.stdout.startswith('posternctl: configuration OK: %s (' % tutorial)
+    assert r.stdout.endswith('; see the warnings above)\n')
+    r = run([POSTERNCTL, 'check', '-c', tutorial, '--json'])
+    assert r.returncode == 0
+    assert [(d['level'], '%s:%d: warning: %s' % (d['file'], d['line'], d['message']))
+            for d in json.loads(r.stdout)] == [('warning', w) for w in warnings]
+
+    # postconf lists the settings as before, with the same warnings.
+    r = postconf(tutorial, '-n')
+    assert r.returncode == 0
+    assert r.stdout == ''.join(sorted(
+        before.splitlines(True) +
+        ['canonical_maps = hash:%s/canonical\n' % tutorial,
+         'smtpd_junk_command_limit = 100\n',
+         'smtpd_reject_footer = Questions? Call +1 555 0100.\n',
+         'smtpd_tls_eecdh_grade = auto\n']))
+    assert r.stderr.splitlines() == ['postconf: ' + w for w in warnings]
+
+
 def test_check_config_errors(confdir):
     (confdir / 'main.cf').write_text('alias_maps = texthash:/dev/null\n'
                                      'smtpd_tls_security_level = encrypt\n'
