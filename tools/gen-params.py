@@ -361,7 +361,6 @@ that postern accepts but does not implement (marked below) when they are
 set to a value other than their default:
 .IP
 .IB file : line ": warning: " name " is not implemented by postern; the setting has no effect"
-.PP
 .SS Per\-service overrides
 .BI services.d/ NAME .cf
 has the syntax of main.cf and overrides parameters for service
