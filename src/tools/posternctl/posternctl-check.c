@@ -347,9 +347,10 @@ static void diag_dedup(Diag *d) {
 static void help(void) {
         printf("Usage: posternctl check [-c DIR] [--json]\n"
                "\n"
-               "Validates main.cf and services.d (syntax, value types, unknown names), the\n"
-               "lookup tables they name and the TLS certificates and keys. Exits 1 when\n"
-               "there are errors.\n"
+               "Validates main.cf and services.d (syntax, value types, unknown names,\n"
+               "settings of parameters postern does not implement), the lookup tables they\n"
+               "name and the TLS certificates and keys. Exits 1 when there are errors;\n"
+               "warnings alone do not change the exit status.\n"
                "\n"
                "  -c, --config-dir=DIR  check the configuration in DIR\n"
                "  --json                print the diagnostics as a JSON array\n"
