@@ -6,6 +6,7 @@ as the sources of mail, and postqueue, postsuper, postcat as a user runs
 them."""
 import json
 import os
+import pty
 import re
 import signal
 import smtplib
@@ -581,6 +582,42 @@ def test_sendmail_pickup_delivery(make_queue):
                    'eve@remote.test', 'extra@example.test']
     line = q.log_lines('from=<cron@example.test>')[0]
     assert re.search(r'postern-pickup: ([0-9A-Za-z]{16}): uid=\d+ from=<cron@example.test>', line)
+
+
+def test_sendmail_config_warnings_only_on_a_terminal(make_queue):
+    """A warning about main.cf (here an unimplemented parameter) reaches
+    sendmail's stderr only when that is a terminal, as with Postfix: a cron
+    job that sends mail gets no output to mail back every run."""
+    q = make_queue('smtpd_reject_footer = call us\n')
+    warning = 'is not implemented by postern; the setting has no effect'
+    r = q.tool('sendmail', '-oi', 'bob@remote.test', input='Subject: quiet\n\nhi\n')
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    assert len(q.files('maildrop')) == 1
+    primary, secondary = pty.openpty()
+    try:
+        p = subprocess.run([TOOLS['sendmail'], '-oi', 'bob@remote.test'],
+                           input=b'Subject: loud\n\nhi\n', stdout=subprocess.PIPE,
+                           stderr=secondary, env=q.env(), timeout=60)
+        os.close(secondary)
+        secondary = None
+        out = b''
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:     # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if secondary is not None:
+            os.close(secondary)
+        os.close(primary)
+    assert p.returncode == 0
+    assert re.search(r'^postdrop: %s:\d+: warning: smtpd_reject_footer %s\r?$'
+                     % (re.escape(os.path.join(q.confdir, 'main.cf')), warning),
+                     out.decode(), re.M), out
+    assert len(q.files('maildrop')) == 2
 
 
 def test_sendmail_content_and_defaults(make_queue):

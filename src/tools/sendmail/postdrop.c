@@ -22,6 +22,7 @@
 
 #include "addr.h"
 #include "conf.h"
+#include "log.h"
 #include "queue-file.h"
 #include "queue-scan.h"
 #include "strutil.h"
@@ -41,6 +42,26 @@ static char *qualify(const char *a, const char *origin) {
         if (!*a || strchr(a, '@'))
                 return strdup(a);
         return strdup_printf("%s@%s", a, origin);
+}
+
+/* Configuration problems, as Postfix's sendmail reports them: errors on
+ * stderr; warnings (an unknown or unimplemented parameter) on stderr only
+ * when it is a terminal, else in the journal, so that cron jobs and scripts
+ * that send mail do not mail the administrator a warning every run. */
+static void report_diags(Diag *diags) {
+        bool tty = isatty(STDERR_FILENO);
+
+        log_setup("postdrop", NULL, LOG_TARGET_JOURNAL);
+        for (size_t i = 0; i < diags->n; i++) {
+                const DiagEntry *e = &diags->entries[i];
+                _cleanup_free_ char *t = diag_entry_format(e);
+
+                if (e->level == DIAG_ERROR || tty)
+                        fprintf(stderr, "postdrop: %s\n", t ? t : "(out of memory)");
+                else if (t)
+                        log_mail(LOG_WARNING, MSGID_CONFIG_WARNING, NULL, LOG_NO_FIELDS, "%s", t);
+        }
+        diag_done(diags);
 }
 
 int main(int argc, char **argv) {
@@ -97,8 +118,7 @@ int main(int argc, char **argv) {
                 return EXIT_FAILURE;
         }
         r = conf_load(config_dir, "sendmail", &diags, &cfg);
-        diag_print(&diags, stderr, "postdrop");
-        diag_done(&diags);
+        report_diags(&diags);
         if (r < 0) {
                 fprintf(stderr, "postdrop: fatal: cannot load the configuration: %s\n", strerror(-r));
                 return EXIT_FAILURE;
