@@ -8,6 +8,8 @@ CONFIG keys: listen ["addr", port], log (path), greeting ("220 ..."),
 extensions (EHLO keywords), ehlo_reply (replaces the EHLO reply, e.g.
 "502 5.5.2 Error: command not recognized"), starttls (null or [cert, key]),
 broken_tls (answer 220 to STARTTLS, then send garbage and close),
+implicit_tls (null or [cert, key]: TLS from the start of every connection,
+port 465 style, RFC 8314; no STARTTLS then),
 replies ({"MAIL": "...", "RCPT:addr": "...", "DATA": "...", "DOT": "..."}),
 delays ({"greeting": seconds, "DOT": seconds, ...}).
 
@@ -43,7 +45,10 @@ class Peer:
         conn = self.conn_seq
         peer = writer.get_extra_info('peername')
         self.record(ev='connect', conn=conn, peer=peer[0])
-        tls = False
+        tls = writer.get_extra_info('ssl_object') is not None
+        if tls:
+            self.record(ev='tls', conn=conn, sni=self.sni.pop(0) if self.sni else None,
+                        version=writer.get_extra_info('ssl_object').version())
 
         async def send(line):
             writer.write(line.encode() + b'\r\n')
@@ -150,8 +155,17 @@ async def main():
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     peer = Peer(cfg)
+    ctx = None
+    peer.sni = []
+    if cfg.get('implicit_tls'):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cfg['implicit_tls'])
+
+        def on_sni(sslobj, name, sslctx):
+            peer.sni.append(name)
+        ctx.sni_callback = on_sni
     server = await asyncio.start_server(peer.handle, cfg['listen'][0], cfg['listen'][1],
-                                        reuse_address=True)
+                                        reuse_address=True, ssl=ctx)
     peer.record(ev='listening')
     async with server:
         await server.serve_forever()

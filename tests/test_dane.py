@@ -148,7 +148,8 @@ def world():
     net = Network()
     tmp = tempdir('postern-dane-world.')
     try:
-        ca = make_test_ca(tmp, ['mx-ok.dane.example', 'mx-ta.dane.example', 'other.example'])
+        ca = make_test_ca(tmp, ['mx-ok.dane.example', 'mx-ta.dane.example', 'other.example',
+                                'ta.dane.example'])
         cert = ca['mx-ok.dane.example'][0]
         ee = spki_sha256(cert)
         other_ee = spki_sha256(ca['other.example'][0])
@@ -158,6 +159,11 @@ def world():
         with open(chain, 'w') as f:
             f.write(open(ca['mx-ta.dane.example'][0]).read() + open(ca['ca']).read())
         ca['ta-chain'] = (chain, ca['mx-ta.dane.example'][1])
+        # The same CA's certificate for the next-hop domain, not the MX host.
+        chain = os.path.join(tmp, 'ta-nexthop.chain.pem')
+        with open(chain, 'w') as f:
+            f.write(open(ca['ta.dane.example'][0]).read() + open(ca['ca']).read())
+        ca['ta-nexthop-chain'] = (chain, ca['ta.dane.example'][1])
         signed, key = signed_zone(tmp, ee, other_ee, ta)
         insecure = unsigned_zone(tmp, other_ee)
         auth = Unbound(net, tmp, AUTH_PORT, '''auth-zone:
@@ -340,6 +346,49 @@ def test_dane_ta_wrong_name_defers(make, world):
     results, _ = d.deliver(d.message(['a@ta.dane.example']))
     assert results[0][:2] == ('deferred', '4.7.5'), results
     assert not p.events('message')
+
+
+def test_dane_ta_accepts_nexthop_domain_with_secure_mx(make, world):
+    """RFC 7672 3.2.2: with a DNSSEC-validated MX lookup, a DANE-TA(2)
+    match may name the next-hop domain instead of the MX host. Without an
+    MX lookup ([mx-ta.dane.example]) the next hop is the host itself, and
+    the certificate for ta.dane.example is not accepted."""
+    deliverer, peer = make
+    p = tls_peer(peer, world, cert='ta-nexthop-chain')
+    d = deliverer(DANE_CF)
+    results, _ = d.deliver(d.message(['a@ta.dane.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert ('Verified TLS connection established to mx-ta.dane.example[%s]:25' % PEER_ADDR
+            in d.log_text()), d.log_text()
+    results, _ = d.deliver(d.message(['a@example.com']), nexthop='[mx-ta.dane.example]')
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert 'Server certificate not verified' in results[0][2], results
+    assert len(p.events('message')) == 1
+
+
+def test_dane_from_policy_map(make, world, tmp_path):
+    """smtp_tls_policy_maps can ask for dane per destination while the
+    default level is may: the policy's domain gets its TLSA records checked
+    (a mismatch defers), others stay opportunistic."""
+    deliverer, peer = make
+    p = tls_peer(peer, world)
+    policy = tmp_path / 'tls_policy'
+    policy.write_text('bad.dane.example dane\nok.dane.example dane\n')
+    d = deliverer('smtp_dns_support_level = dnssec\nsmtp_tls_security_level = may\n'
+                  'smtp_tls_policy_maps = texthash:%s\n' % policy)
+    results, _ = d.deliver(d.message(['a@bad.dane.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert 'Server certificate not verified' in results[0][2], results
+    results, _ = d.deliver(d.message(['a@ok.dane.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert 'Verified TLS connection established to mx-ok.dane.example' in d.log_text()
+    # Not in the table: may, the non-matching TLSA records are not used.
+    policy.write_text('ok.dane.example dane\n')
+    d = deliverer('smtp_dns_support_level = dnssec\nsmtp_tls_security_level = may\n'
+                  'smtp_tls_policy_maps = texthash:%s\n' % policy)
+    results, _ = d.deliver(d.message(['a@bad.dane.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert len(p.events('message')) == 2
 
 
 def test_dane_bracketed_nexthop(make, world):

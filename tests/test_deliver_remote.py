@@ -23,6 +23,7 @@ from netns_helpers import (CLIENT_ADDR, Dnsmasq, Network, have_root_netns, make_
 DELIVER = os.path.join(BUILD_DIR, 'src', 'deliver-remote', 'postern-deliver-remote')
 CLIENT = os.path.join(BUILD_DIR, 'src', 'deliver-remote', 'test-deliver-client')
 SMTPD = os.path.join(BUILD_DIR, 'src', 'smtpd', 'postern-smtpd')
+POSTMAP = os.path.join(BUILD_DIR, 'src', 'tools', 'postmap', 'postmap')
 HERE = os.path.dirname(os.path.abspath(__file__))
 OWN_MODULES = ('src/deliver-remote/', 'dns.c', 'tls-client.c')
 
@@ -81,6 +82,14 @@ DNS_RECORDS = [
     '--host-record=mx.dual.example,%s,::1' % PEER_ADDR,
     '--host-record=v6host.example,::1',
     '--host-record=dualhost.example,%s,::1' % PEER_ADDR,
+    # Two IPv6-only MX hosts (addresses nothing answers on: no IPv6 route
+    # but ::1) ahead of an IPv4 one, for smtp_balance_inet_protocols.
+    '--mx-host=balance.example,mx1.balance.example,10',
+    '--mx-host=balance.example,mx2.balance.example,20',
+    '--mx-host=balance.example,mx3.balance.example,30',
+    '--host-record=mx1.balance.example,2001:db8::1',
+    '--host-record=mx2.balance.example,2001:db8::2',
+    '--host-record=mx3.balance.example,' + PEER_ADDR,
 ]
 
 
@@ -461,6 +470,49 @@ def test_ipv4_and_ipv6_in_random_order(make, world):
         results, relay = d.deliver(d.message(['u@dual.example']))
         assert results[0][0] == 'relayed', results
         assert relay == 'mx.dual.example[%s]:25' % PEER_ADDR
+
+
+@pytest.mark.parametrize('preference,want', [('ipv4', PEER_ADDR), ('ipv6', '::1')])
+def test_address_preference(make, world, preference, want):
+    """smtp_address_preference: the preferred family is tried first when a
+    host has both (with any, test_ipv4_and_ipv6_in_random_order); when its
+    server is gone, the other family takes the mail."""
+    deliverer, peer = make
+    p4, p6 = peer(), peer(addr='::1', ns=world['net'].client)
+    d = deliverer(V6_CF + 'inet_protocols = all\nsmtp_connection_cache_time_limit = 0s\n'
+                  'smtp_address_preference = %s\n' % preference)
+    for i in range(10):
+        results, relay = d.deliver(d.message(['u@%s' % ('dual.example' if i % 2
+                                                         else 'dualhost.example')]))
+        assert results[0][0] == 'relayed', results
+        assert relay.split('[')[1] == want + ']:25', relay
+    (p6 if want == '::1' else p4).cleanup()
+    results, relay = d.deliver(d.message(['u@dual.example']))
+    assert results[0][0] == 'relayed', results
+    assert relay.split('[')[1] == ('::1' if want == PEER_ADDR else PEER_ADDR) + ']:25', relay
+
+
+@pytest.mark.parametrize('balance', ['yes', 'no'])
+def test_balance_inet_protocols(make, balance):
+    """balance.example has two IPv6-only MX hosts ahead of an IPv4 one.
+    With smtp_mx_address_limit = 2, smtp_balance_inet_protocols = yes keeps
+    an IPv4 address within the limit, and the mail goes out over IPv4; with
+    no, the two IPv6 addresses use up the limit and the mail is deferred."""
+    deliverer, peer = make
+    p = peer()
+    d = deliverer(V6_CF + 'inet_protocols = all\nsmtp_mx_address_limit = 2\n'
+                  'smtp_balance_inet_protocols = %s\n' % balance)
+    results, relay = d.deliver(d.message(['u@balance.example']))
+    log = d.log_text()
+    assert 'mx1.balance.example[2001:db8::1]:25' in log, log
+    if balance == 'yes':
+        assert results[0][0] == 'relayed', results
+        assert relay == 'mx3.balance.example[%s]:25' % PEER_ADDR
+        assert 'mx2.balance.example' not in log, log
+    else:
+        assert results[0][:2] == ('deferred', '4.4.1'), results
+        assert 'mx2.balance.example[2001:db8::2]:25' in results[0][2], results
+        assert p.events('connect') == []
 
 
 def test_all_mx_down_defers(make):
@@ -979,6 +1031,187 @@ def test_tls_mandatory_protocols_for_encrypt(make, world, syntax):
     assert results[0][:2] == ('deferred', '4.7.5'), results
     assert 'handshake failure' in results[0][2], results
     assert len(p.events('message')) == 1
+
+
+# ---------------------------------------------------------------------------
+# TLS policy tables (smtp_tls_policy_maps) and wrapper mode
+
+
+def policy_cf(world, tmp_path, level, entries, kind='texthash'):
+    """main.cf lines with smtp_tls_security_level = level and a policy
+    table of entries (key, value), as texthash: or as hash: built with
+    postern's postmap."""
+    path = tmp_path / ('policy-%d' % len(os.listdir(str(tmp_path))))
+    path.write_text(''.join('%s %s\n' % e for e in entries))
+    if kind == 'hash':
+        r = subprocess.run([POSTMAP, 'hash:%s' % path], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    return tls_cf(world, level) + 'smtp_tls_policy_maps = %s:%s\n' % (kind, path)
+
+
+@pytest.mark.parametrize('kind', ['texthash', 'hash'])
+def test_tls_policy_secure_for_one_domain(make, world, tmp_path, kind):
+    """With the default level may, a policy "secure match=..." for one
+    domain: its server must present a certificate for the match name;
+    destinations without an entry stay opportunistic."""
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(policy_cf(world, tmp_path, 'may', [
+        ('peer.example', 'secure match=mx.peer.example'),
+        ('afallback.example', 'secure match=other.example:.other.example')], kind=kind))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert d.tls.endswith(' Verified'), d.tls
+    # The same server under another name whose policy matches other names.
+    results, _ = d.deliver(d.message(['a@afallback.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert results[0][2].startswith('Server certificate not verified'), results
+    assert 'other.example, .other.example' in results[0][2], results
+    # No entry: may, not verified but delivered.
+    results, _ = d.deliver(d.message(['a@example.com']), nexthop='[mx.peer.example]')
+    assert results[0][0] == 'relayed', results
+    assert d.tls.endswith(' Trusted'), d.tls
+    assert len(p.events('message')) == 2
+
+
+def test_tls_policy_none_overrides_encrypt(make, world, tmp_path):
+    """The default level encrypt, "none" for one domain: that domain's
+    server without STARTTLS gets the mail in plaintext, others defer."""
+    deliverer, peer = make
+    p = peer()
+    d = deliverer(policy_cf(world, tmp_path, 'encrypt', [('peer.example', 'none')]))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    assert p.events('message')[0]['tls'] is False
+    results, _ = d.deliver(d.message(['a@afallback.example']))
+    assert results[0][:2] == ('deferred', '4.7.4'), results
+    assert len(p.events('message')) == 1
+
+
+def test_tls_policy_parent_domain(make, world, tmp_path):
+    """A domain next hop is looked up as itself, then as .parent keys
+    (nearest first); a key without the dot matches only the domain itself,
+    one with the dot only its subdomains."""
+    deliverer, peer = make
+    p = peer()          # no STARTTLS: encrypt defers, may delivers
+    d = deliverer(policy_cf(world, tmp_path, 'may', [('.peer.example', 'encrypt'),
+                                                      ('.example', 'none')]))
+    # mx.peer.example (no MX: its A record) matches .peer.example first.
+    results, _ = d.deliver(d.message(['a@example.com']), nexthop='mx.peer.example')
+    assert results[0][:2] == ('deferred', '4.7.4'), results
+    # peer.example itself is not under .peer.example; .example says none.
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    d = deliverer(policy_cf(world, tmp_path, 'may', [('peer.example', 'encrypt')]))
+    results, _ = d.deliver(d.message(['a@example.com']), nexthop='mx.peer.example')
+    assert results[0][0] == 'relayed', results
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.4'), results
+    assert len(p.events('message')) == 2
+
+
+def test_tls_policy_bracketed_nexthop_with_port(make, world, tmp_path):
+    """[host]:port next hops (here the relayhost) are looked up verbatim,
+    port and brackets included, and never as parent domains."""
+    deliverer, peer = make
+    p = peer(port=2526)
+    relay = 'relayhost = [mx.peer.example]:2526\n'
+    d = deliverer(relay + policy_cf(world, tmp_path, 'may',
+                                    [('[mx.peer.example]:2526', 'encrypt')]))
+    results, _ = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][:2] == ('deferred', '4.7.4'), results
+    assert p.events('connect'), 'the policy made no connection'
+    for key in ('[mx.peer.example]', 'mx.peer.example', '.peer.example'):
+        d = deliverer(relay + policy_cf(world, tmp_path, 'may', [(key, 'encrypt')]))
+        results, _ = d.deliver(d.message(['a@nosuch.example']))
+        assert results[0][0] == 'relayed', (key, results)
+    assert len(p.events('message')) == 3
+
+
+@pytest.mark.parametrize('value,reason', [
+    ('secure bogus=1', 'unknown attribute "bogus"'),
+    ('sekure', 'unknown security level "sekure"'),
+    ('secure match', 'attribute "match" is not a name=value pair'),
+    ('verify match=', 'empty "match" attribute'),
+    ('encrypt protocols=TLSv9', 'bad "protocols" attribute "TLSv9"'),
+    ('encrypt ciphers=strong', 'bad "ciphers" attribute "strong"'),
+    ('fingerprint match=3D:FA', 'security level "fingerprint" is not supported'),
+    ('dane-only', 'dane-only needs smtp_dns_support_level = dnssec'),
+])
+def test_tls_policy_invalid_defers(make, world, tmp_path, value, reason):
+    """An invalid policy defers with the table, the key and the reason,
+    and never connects (no silent downgrade to the default level)."""
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(policy_cf(world, tmp_path, 'may', [('.example', value)]))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    status, dsn, diag = results[0]
+    assert (status, dsn) == ('deferred', '4.7.0'), results
+    assert diag.startswith('client TLS configuration problem: invalid TLS policy "%s" for '
+                           '.example in smtp_tls_policy_maps: ' % value), diag
+    assert reason in diag, diag
+    assert p.events('connect') == []
+
+
+def test_tls_policy_table_failure_defers(make, world, tmp_path):
+    """A policy table that cannot be read (a hash: table never built)
+    defers every delivery with the reason."""
+    deliverer, peer = make
+    p = peer()
+    d = deliverer(tls_cf(world, 'may') + 'smtp_tls_policy_maps = hash:%s\n'
+                  % (tmp_path / 'missing'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.3.0'), results
+    assert 'smtp_tls_policy_maps is unavailable' in results[0][2], results
+    assert p.events('connect') == []
+
+
+def wrapper_peer(peer, world, cert='mx.peer.example'):
+    return peer(port=465, implicit_tls=list(world['ca'][cert]))
+
+
+WRAPPER_CF = 'relayhost = [mx.peer.example]:465\nsmtp_tls_wrappermode = yes\n'
+
+
+def test_tls_wrappermode(make, world):
+    """smtp_tls_wrappermode: TLS from the first byte (RFC 8314), the
+    greeting inside it, no STARTTLS; verify checks the certificate."""
+    deliverer, peer = make
+    p = wrapper_peer(peer, world)
+    d = deliverer(WRAPPER_CF + tls_cf(world, 'verify'))
+    results, relay = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert relay == 'mx.peer.example[%s]:465' % PEER_ADDR
+    assert d.tls.endswith(' Verified'), d.tls
+    assert p.events('message')[0]['tls'] is True
+    assert [e['line'].split()[0] for e in p.events('cmd')][:2] == ['EHLO', 'MAIL']
+    assert all(e['tls'] for e in p.events('cmd'))
+    d = deliverer(WRAPPER_CF + tls_cf(world, 'verify', ca='other_ca'))
+    results, _ = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert results[0][2].startswith('Server certificate not trusted'), results
+    assert len(p.events('message')) == 1
+
+
+def test_tls_wrappermode_with_may(make, world):
+    """Below encrypt, wrapper mode still uses TLS (with a warning at
+    start), unverified; a server that does not speak TLS defers and is not
+    retried in plaintext."""
+    deliverer, peer = make
+    p = wrapper_peer(peer, world, cert='wrong.example')
+    d = deliverer(WRAPPER_CF + tls_cf(world, 'may'))
+    results, _ = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert p.events('message')[0]['tls'] is True
+    assert 'smtp_tls_wrappermode requires smtp_tls_security_level = encrypt' in d.log_text()
+    plain = peer(port=2526)
+    d = deliverer('relayhost = [mx.peer.example]:2526\nsmtp_tls_wrappermode = yes\n'
+                  + tls_cf(world, 'may'))
+    results, _ = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert 'handshake failure' in results[0][2], results
+    assert len(plain.events('connect')) == 1
+    assert 'retrying without TLS' not in d.log_text()
 
 
 # ---------------------------------------------------------------------------

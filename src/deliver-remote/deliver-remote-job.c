@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,10 @@ DeliveryJob *delivery_job_free(DeliveryJob *j) {
         free(j->relay);
         free(j->tls);
         free(j->last_diag);
+        strv_free(j->tls_policy.match);
+        free(j->tls_policy.ciphers);
+        free(j->tls_policy.exclude);
+        free(j->tls_policy.servername);
         free(j);
         return NULL;
 }
@@ -240,13 +245,16 @@ static bool addr_is_local(Deliver *d, const InetAddr *a) {
         return false;
 }
 
+static void route_drop(Route *rt) {
+        free(rt->host);
+        free(rt->path);
+        tls_dane_unref(rt->dane);
+}
+
 static int route_add(DeliveryJob *j, size_t mx, const char *host, const InetAddr *a,
                      unsigned port) {
         Route *n;
-        unsigned limit = j->d->settings.mx_address_limit;
 
-        if (limit > 0 && j->n_routes >= limit)
-                return 0;
         n = reallocarray(j->routes, j->n_routes + 1, sizeof(Route));
         if (!n)
                 return -ENOMEM;
@@ -323,9 +331,7 @@ static void job_routes_start(DeliveryJob *j) {
                                 rt->tls_level = TLS_LEVEL_MAY;
                 }
                 if (t) {
-                        free(rt->host);
-                        free(rt->path);
-                        tls_dane_unref(rt->dane);
+                        route_drop(rt);
                         continue;
                 }
                 j->routes[k++] = *rt;
@@ -407,6 +413,73 @@ static int lookup_tlsa(DeliveryJob *j) {
         return 0;
 }
 
+/* smtp_address_preference: within each run of routes whose MX hosts have
+ * the same preference, the preferred family first (a stable partition:
+ * the random order of hosts and addresses stays within each family). */
+static void routes_prefer_family(DeliveryJob *j) {
+        int fam = j->cs->address_preference;
+
+        if (fam == 0)
+                return;
+        for (size_t i = 0; i < j->n_routes;) {
+                size_t e = i + 1, k = i;
+                unsigned pref = j->routes[i].mx < j->n_mx ? j->mx[j->routes[i].mx].preference : 0;
+
+                while (e < j->n_routes &&
+                       (j->routes[e].mx < j->n_mx ? j->mx[j->routes[e].mx].preference : 0) == pref)
+                        e++;
+                /* Insertion by family: O(n^2) on a handful of addresses. */
+                for (size_t x = i; x < e; x++)
+                        if (j->routes[x].addr.family == fam) {
+                                Route t = j->routes[x];
+                                memmove(&j->routes[k + 1], &j->routes[k], (x - k) * sizeof(Route));
+                                j->routes[k++] = t;
+                        }
+                i = e;
+        }
+}
+
+/* smtp_mx_address_limit, and with smtp_balance_inet_protocols both address
+ * families within it when the routes have both (Postfix 3.3): the family of
+ * the first route keeps the larger share, the other at least half of the
+ * limit (rounded down) or all it has; the order stays. */
+static void routes_limit(DeliveryJob *j) {
+        size_t limit = j->d->settings.mx_address_limit, n4 = 0, n6 = 0, k = 0;
+        size_t quota4, quota6, used4 = 0, used6 = 0;
+
+        if (limit == 0 || j->n_routes <= limit)
+                return;
+        for (size_t i = 0; i < j->n_routes; i++) {
+                if (j->routes[i].addr.family == AF_INET6)
+                        n6++;
+                else
+                        n4++;
+        }
+        if (j->cs->balance_inet_protocols && n4 > 0 && n6 > 0) {
+                bool first6 = j->routes[0].addr.family == AF_INET6;
+                size_t n_first = first6 ? n6 : n4, n_other = first6 ? n4 : n6;
+                size_t q_first = MIN(n_first, limit - MIN(n_other, limit / 2));
+                size_t q_other = MIN(n_other, limit - q_first);
+                quota6 = first6 ? q_first : q_other;
+                quota4 = first6 ? q_other : q_first;
+        } else
+                quota4 = quota6 = limit;
+        for (size_t i = 0; i < j->n_routes; i++) {
+                Route *rt = &j->routes[i];
+                bool v6 = rt->addr.family == AF_INET6;
+                if (k >= limit || (v6 ? used6 >= quota6 : used4 >= quota4)) {
+                        route_drop(rt);
+                        continue;
+                }
+                if (v6)
+                        used6++;
+                else
+                        used4++;
+                j->routes[k++] = *rt;
+        }
+        j->n_routes = k;
+}
+
 /* All address lookups are done: build the routes, or fail. */
 static void job_routes_ready(DeliveryJob *j) {
         Deliver *d = j->d;
@@ -466,6 +539,8 @@ static void job_routes_ready(DeliveryJob *j) {
                 job_finish(j);
                 return;
         }
+        routes_prefer_family(j);
+        routes_limit(j);
         if (job_is_dane(j)) {
                 int r = lookup_tlsa(j);
                 if (r < 0) {
@@ -493,10 +568,12 @@ static void on_address(DnsQuery *q, int r, const DnsAnswer *a, void *userdata) {
                         for (size_t i = 0; i < a->n_records; i++)
                                 m->addrs[m->n_addrs + i] = a->records[i].addr;
                         m->n_addrs += a->n_records;
-                        /* Postfix's smtp_address_preference = any: the
-                         * host's IPv4 and IPv6 addresses in random order,
+                        /* The host's IPv4 and IPv6 addresses in random
+                         * order (Postfix's smtp_address_preference = any),
                          * so that an outage of one family delays mail but
-                         * does not stop it (and A records share the load). */
+                         * does not stop it, and A records share the load;
+                         * routes_prefer_family() then puts a preferred
+                         * family first. */
                         for (size_t k = m->n_addrs - 1; k > 0; k--) {
                                 size_t x = (size_t) random() % (k + 1);
                                 InetAddr t = m->addrs[k];
@@ -666,6 +743,192 @@ static int job_resolve(DeliveryJob *j) {
         return lookup_addresses(j);
 }
 
+/* Parses a TLS policy table value: a level and name=value attributes,
+ * separated by white space and/or commas; multiple values inside an
+ * attribute are separated by colons. Returns 0, -EINVAL with the reason in
+ * *ret_error (caller frees), or -ENOMEM. */
+static int tls_policy_parse(const char *value, const ClientSettings *cs, TlsLevel *ret_level,
+                            TlsPolicy *p, char **ret_error) {
+        _cleanup_strv_free_ char **words = NULL;
+        TlsLevel level;
+        int r;
+
+        if (str_split_list(value, false, &words) < 0)
+                return -ENOMEM;
+        if (!words || !words[0]) {
+                *ret_error = strdup("empty policy");
+                return -EINVAL;
+        }
+        r = tls_level_parse(words[0], &level);
+        if (r == -EOPNOTSUPP) {
+                *ret_error = strdup_printf("security level \"%s\" is not supported by postern",
+                                           words[0]);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                *ret_error = strdup_printf("unknown security level \"%s\"", words[0]);
+                return -EINVAL;
+        }
+        /* As for the main.cf level: DANE needs DNSSEC and is not used for
+         * LMTP; opportunistic DANE falls back to may, dane-only cannot. */
+        if ((level == TLS_LEVEL_DANE || level == TLS_LEVEL_DANE_ONLY) && (cs->lmtp || !cs->dnssec)) {
+                if (level == TLS_LEVEL_DANE_ONLY) {
+                        *ret_error = strdup(cs->lmtp ? "dane-only: DANE is not used for LMTP"
+                                                     : "dane-only needs smtp_dns_support_level = "
+                                                       "dnssec");
+                        return -EINVAL;
+                }
+                level = TLS_LEVEL_MAY;
+        }
+        STRV_FOREACH(w, words + 1) {
+                const char *eq = strchr(*w, '=');
+                _cleanup_free_ char *name = NULL;
+                const char *v;
+
+                if (!eq || eq == *w) {
+                        *ret_error = strdup_printf("attribute \"%s\" is not a name=value pair", *w);
+                        return -EINVAL;
+                }
+                name = strndup_safe(*w, (size_t) (eq - *w));
+                if (!name)
+                        return -ENOMEM;
+                v = eq + 1;
+                if (isempty(v)) {
+                        *ret_error = strdup_printf("empty \"%s\" attribute", name);
+                        return -EINVAL;
+                }
+                if (strcaseeq(name, "match")) {
+                        if (p->match) {
+                                *ret_error = strdup("more than one \"match\" attribute");
+                                return -EINVAL;
+                        }
+                        for (const char *a = v; *a;) {
+                                size_t n = strcspn(a, ":");
+                                if (n > 0) {
+                                        char *item = strndup_safe(a, n);
+                                        if (!item || strv_consume(&p->match, item) < 0)
+                                                return -ENOMEM;
+                                }
+                                a += n;
+                                if (*a == ':')
+                                        a++;
+                        }
+                        if (!p->match) {
+                                *ret_error = strdup("empty \"match\" attribute");
+                                return -EINVAL;
+                        }
+                } else if (strcaseeq(name, "protocols")) {
+                        _cleanup_strv_free_ char **items = NULL;
+                        _cleanup_free_ char *copy = strdup(v);
+                        char *save = NULL;
+                        const char *bad = NULL;
+                        if (!copy)
+                                return -ENOMEM;
+                        if (p->protocols) {
+                                *ret_error = strdup("more than one \"protocols\" attribute");
+                                return -EINVAL;
+                        }
+                        for (char *t = strtok_r(copy, ":", &save); t; t = strtok_r(NULL, ":", &save))
+                                if (strv_extend(&items, t) < 0)
+                                        return -ENOMEM;
+                        if (tls_protocols_parse(items, &p->protocols, &bad) < 0) {
+                                *ret_error = strdup_printf("bad \"protocols\" attribute \"%s\"%s%s",
+                                                           v, bad ? ": " : "", strempty(bad));
+                                return -EINVAL;
+                        }
+                } else if (strcaseeq(name, "ciphers")) {
+                        TlsCipherGrade g;
+                        if (p->ciphers) {
+                                *ret_error = strdup("more than one \"ciphers\" attribute");
+                                return -EINVAL;
+                        }
+                        if (tls_cipher_grade_parse(v, &g) < 0) {
+                                *ret_error = strdup_printf("bad \"ciphers\" attribute \"%s\" (export, "
+                                                           "low, medium, high or null)", v);
+                                return -EINVAL;
+                        }
+                        p->ciphers = strdup(tls_cipher_grade_default_list(g));
+                        if (!p->ciphers)
+                                return -ENOMEM;
+                } else if (strcaseeq(name, "exclude") || strcaseeq(name, "servername")) {
+                        char **slot = strcaseeq(name, "exclude") ? &p->exclude : &p->servername;
+                        if (*slot) {
+                                *ret_error = strdup_printf("more than one \"%s\" attribute", name);
+                                return -EINVAL;
+                        }
+                        *slot = strdup(v);
+                        if (!*slot)
+                                return -ENOMEM;
+                } else {
+                        *ret_error = strdup_printf("unknown attribute \"%s\"", name);
+                        return -EINVAL;
+                }
+        }
+        *ret_level = level;
+        return 0;
+}
+
+/* smtp_tls_policy_maps (lmtp_tls_policy_maps): looks the next hop up as
+ * given (without LMTP's inet: prefix); a plain domain (no brackets, no
+ * port) then as each of its parent domains with a leading dot, nearest
+ * first, as Postfix does. Sets the job's level and policy. Returns 0 (found
+ * or not), or -EINVAL / -EIO with the job's recipients deferred. */
+static int job_tls_policy(DeliveryJob *j) {
+        ClientSettings *cs = j->cs;
+        const char *table = cs->lmtp ? "lmtp_tls_policy_maps" : "smtp_tls_policy_maps";
+        _cleanup_free_ char *value = NULL, *why = NULL, *text = NULL;
+        const char *key = j->nexthop_text, *found = NULL;
+        bool domain;
+        TlsLevel level;
+        int r = 0;
+
+        if (cs->tls_policy_error) {
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s", cs->tls_policy_error);
+                delivery_job_fail_all(j, false, "4.3.0", cs->tls_policy_error);
+                return -EIO;
+        }
+        if (!cs->tls_policy)
+                return 0;
+        if (startswith_no_case(key, "inet:"))
+                key += 5;
+        domain = !strpbrk(key, "[]:/");
+        for (const char *k = key; k;) {
+                r = map_list_lookup(cs->tls_policy, k, &value);
+                if (r != 0) {
+                        found = k;
+                        break;
+                }
+                if (!domain)
+                        break;
+                k = strchr(k + 1, '.');
+        }
+        if (r < 0) {
+                text = strdup_printf("TLS policy lookup for %s in %s failed: %s", key, table,
+                                     strerror(-r));
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s", strempty(text));
+                delivery_job_fail_all(j, false, "4.3.0", strempty(text));
+                return -EIO;
+        }
+        if (r == 0)
+                return 0;
+        r = tls_policy_parse(value, cs, &level, &j->tls_policy, &why);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                /* Postfix: "client TLS configuration problem". */
+                text = strdup_printf("client TLS configuration problem: invalid TLS policy "
+                                     "\"%s\" for %s in %s: %s", value, found, table,
+                                     strempty(why));
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s", strempty(text));
+                delivery_job_fail_all(j, false, "4.7.0", strempty(text));
+                return -EINVAL;
+        }
+        log_mail(LOG_DEBUG, NULL, j->qid, LOG_NO_FIELDS, "TLS policy for %s from %s (key %s): %s",
+                 key, table, found, value);
+        j->tls_level = level;
+        return 0;
+}
+
 static int read_recipients(DeliveryJob *j, sd_bus_message *m, char **ret_error) {
         uint32_t index;
         const char *address, *original;
@@ -822,6 +1085,15 @@ int delivery_job_start(Deliver *d, sd_bus_message *m, int fd, const char *qid,
         }
 
         j->tls_level = j->nexthop.kind == NEXTHOP_UNIX ? TLS_LEVEL_NONE : j->cs->tls_level;
+        if (j->nexthop.kind != NEXTHOP_UNIX) {
+                r = job_tls_policy(j);
+                if (r < 0) {
+                        if (r == -ENOMEM)
+                                delivery_job_fail_all(j, false, "4.3.0", "out of memory");
+                        job_finish(j);
+                        return 0;
+                }
+        }
         j->needs_smtputf8 = j->env.smtputf8 &&
                             (addr_has_8bit(j->env.sender) || j->headers.headers_8bit);
         for (size_t i = 0; i < j->n_rcpts && j->env.smtputf8; i++)

@@ -41,6 +41,8 @@ static void client_settings_done(ClientSettings *c) {
         free(c->tls_ciphers);
         free(c->tls_mandatory_ciphers);
         free(c->tls_key_credential);
+        map_list_free(c->tls_policy);
+        free(c->tls_policy_error);
         if (c->ctx_opportunistic)
                 SSL_CTX_free(c->ctx_opportunistic);
         if (c->ctx_mandatory)
@@ -135,7 +137,10 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag 
         ConfParam p_mprotocols = lmtp ? P_LMTP_TLS_MANDATORY_PROTOCOLS : P_SMTP_TLS_MANDATORY_PROTOCOLS;
         ConfParam p_ciphers = lmtp ? P_LMTP_TLS_CIPHERS : P_SMTP_TLS_CIPHERS;
         ConfParam p_mciphers = lmtp ? P_LMTP_TLS_MANDATORY_CIPHERS : P_SMTP_TLS_MANDATORY_CIPHERS;
+        ConfParam p_wrapper = lmtp ? P_LMTP_TLS_WRAPPERMODE : P_SMTP_TLS_WRAPPERMODE;
+        ConfParam p_policy = lmtp ? P_LMTP_TLS_POLICY_MAPS : P_SMTP_TLS_POLICY_MAPS;
         const char *level = conf_get_str(c, p_level), *bad = NULL;
+        char * const *policy_specs;
         unsigned protocols, mprotocols;
         TlsCipherGrade grade;
         _cleanup_free_ char *err = NULL;
@@ -202,7 +207,33 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag 
                                                 : P_SMTP_TLS_SECURE_CERT_MATCH),
                           &cs->tls_secure_match)) < 0)
                 return r;
-        if (cs->tls_level == TLS_LEVEL_NONE)
+        cs->dnssec = dnssec;
+        cs->tls_wrappermode = conf_get_bool(c, p_wrapper);
+        if (cs->tls_wrappermode && cs->tls_level < TLS_LEVEL_ENCRYPT)
+                diag_warning(diags, NULL, 0, "%s requires %s = encrypt or stronger; with %s "
+                             "the connection still starts with TLS, without verifying the "
+                             "server, and a failed handshake defers the mail",
+                             conf_params[p_wrapper].name, conf_params[p_level].name,
+                             tls_level_to_string(cs->tls_level));
+        /* Per-destination policies. A table that cannot be opened does not
+         * stop the service, but no mail goes out without its policy: every
+         * delivery defers with the reason. */
+        policy_specs = conf_get_list(c, p_policy);
+        if (policy_specs && policy_specs[0]) {
+                r = map_list_open(policy_specs, MAP_FLAG_FOLD_KEYS, diags, &cs->tls_policy);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        cs->tls_policy_error = strdup_printf("%s is unavailable: %s",
+                                                             conf_params[p_policy].name,
+                                                             strerror(-r));
+                        if (!cs->tls_policy_error)
+                                return -ENOMEM;
+                        diag_warning(diags, NULL, 0, "%s; %s mail is deferred",
+                                     cs->tls_policy_error, cs->name);
+                }
+        }
+        if (cs->tls_level == TLS_LEVEL_NONE && !cs->tls_policy && !cs->tls_wrappermode)
                 return 0;
 
         if (tls_protocols_parse(conf_get_list(c, p_protocols), &protocols, &bad) < 0) {
@@ -269,6 +300,8 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag 
 }
 
 static int load_client(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag *diags) {
+        const char *pref;
+
         cs->lmtp = lmtp;
         cs->name = lmtp ? "lmtp" : "smtp";
         cs->helo_name = strdup(conf_get_str(c, lmtp ? P_LMTP_LHLO_NAME : P_SMTP_HELO_NAME));
@@ -286,6 +319,11 @@ static int load_client(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Di
         cs->starttls_timeout_usec = T(P_SMTP_STARTTLS_TIMEOUT, P_LMTP_STARTTLS_TIMEOUT);
         cs->cache_time_usec = T(P_SMTP_CONNECTION_CACHE_TIME_LIMIT, P_LMTP_CONNECTION_CACHE_TIME_LIMIT);
 #undef T
+        pref = conf_get_str(c, lmtp ? P_LMTP_ADDRESS_PREFERENCE : P_SMTP_ADDRESS_PREFERENCE);
+        cs->address_preference = strcaseeq(pref, "ipv4") ? AF_INET
+                                 : strcaseeq(pref, "ipv6") ? AF_INET6 : 0;
+        cs->balance_inet_protocols = conf_get_bool(c, lmtp ? P_LMTP_BALANCE_INET_PROTOCOLS
+                                                           : P_SMTP_BALANCE_INET_PROTOCOLS);
         return load_tls(c, cs, lmtp, dnssec, diags);
 }
 

@@ -19,6 +19,7 @@
 #include "conf.h"
 #include "dns.h"
 #include "inet.h"
+#include "map.h"
 #include "queue-file.h"
 #include "smtp-proto.h"
 #include "tls-client.h"
@@ -57,7 +58,24 @@ typedef struct ClientSettings {
         SSL_CTX *ctx_opportunistic;     /* built on first use */
         SSL_CTX *ctx_mandatory;
         bool ctx_failed;
+        bool tls_wrappermode;           /* TLS from the start, no STARTTLS */
+        MapList *tls_policy;            /* smtp_tls_policy_maps, NULL: none */
+        char *tls_policy_error;         /* the tables could not be opened: defer */
+        int address_preference;         /* AF_INET, AF_INET6 or 0 (any) */
+        bool balance_inet_protocols;
+        bool dnssec;
 } ClientSettings;
+
+/* The TLS policy of one delivery: the level with smtp_tls_policy_maps
+ * applied, and the attributes that override the main.cf settings (NULL,
+ * 0: not given). */
+typedef struct TlsPolicy {
+        char **match;                   /* match=, split at ":" */
+        unsigned protocols;             /* protocols=, TLS_PROTO_* */
+        char *ciphers;                  /* ciphers=, as an OpenSSL cipher list */
+        char *exclude;                  /* exclude=, as "A:B" */
+        char *servername;               /* servername= */
+} TlsPolicy;
 
 typedef struct DeliverSettings {
         char *myhostname;
@@ -141,6 +159,7 @@ struct DeliveryJob {
         int body_8bit;          /* -1 unknown, 0, 1 */
         bool needs_smtputf8;
         TlsLevel tls_level;
+        TlsPolicy tls_policy;
 
         /* Resolution. */
         struct JobLookup *lookups;

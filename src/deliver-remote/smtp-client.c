@@ -82,6 +82,7 @@ struct SmtpSession {
         TlsLevel level;                 /* for this session (none after a "may" fallback) */
         TlsDane *dane;                  /* level dane: the server's TLSA records */
         bool tls_done;                  /* STARTTLS completed */
+        bool wrapped;                   /* TLS from the start (smtp_tls_wrappermode) */
         bool hs_want_write;
         bool ssl_want_write;
         bool reusing;                   /* taken from the cache, RSET in flight */
@@ -817,8 +818,9 @@ static void on_data_done_reply(SmtpSession *s) {
 static char **match_names(SmtpSession *s) {
         DeliveryJob *j = s->job;
         char **l = NULL;
-        char * const *spec = s->level == TLS_LEVEL_SECURE ? s->cs->tls_secure_match
-                                                          : s->cs->tls_verify_match;
+        char * const *spec = j->tls_policy.match ? j->tls_policy.match
+                             : s->level == TLS_LEVEL_SECURE ? s->cs->tls_secure_match
+                                                            : s->cs->tls_verify_match;
 
         STRV_FOREACH(m, spec) {
                 int r;
@@ -855,7 +857,7 @@ static void session_handshake(SmtpSession *s) {
                         return;
                 }
                 err = tls_error_string(e == SSL_ERROR_SYSCALL ? "connection closed" : "handshake failure");
-                if (s->level == TLS_LEVEL_MAY && s->job) {
+                if (s->level == TLS_LEVEL_MAY && s->job && !s->wrapped) {
                         /* Postfix's opportunistic TLS: a failed handshake is
                          * retried in plaintext on a new connection. */
                         log_mail(LOG_INFO, MSGID_SMTP_CONN_FAILED, s->job->qid,
@@ -897,6 +899,13 @@ static void session_handshake(SmtpSession *s) {
                              s->name, strempty(reason));
                 return;
         }
+        if (s->wrapped) {
+                /* RFC 8314 3.3: the greeting comes inside TLS. */
+                s->state = SESSION_GREETING;
+                s->doing = "receiving the initial server greeting";
+                session_set_timeout(s, s->cs->helo_timeout_usec);
+                return;
+        }
         /* RFC 3207 4.2: forget what the server said before TLS. */
         s->features = (SmtpFeatures) {0};
         session_ehlo(s);
@@ -904,15 +913,18 @@ static void session_handshake(SmtpSession *s) {
 
 static void session_start_tls(SmtpSession *s) {
         SSL_CTX *ctx;
-        const char *sni = NULL;
+        const char *sni = NULL, *servername;
         DeliveryJob *j = s->job;
         ClientSettings *cs = s->cs;
+        const TlsPolicy *pol = &j->tls_policy;
         bool mandatory = s->level >= TLS_LEVEL_ENCRYPT;
+        _cleanup_free_ char *err = NULL;
+        _cleanup_strv_free_ char **dane_names = NULL;
         int r;
 
         ctx = mandatory ? cs->ctx_mandatory : cs->ctx_opportunistic;
         if (!ctx) {
-                if (mandatory)
+                if (mandatory || s->wrapped)
                         session_fail(s, false, "4.7.5",
                                      "TLS is required, but our TLS engine is unavailable");
                 else {
@@ -921,13 +933,14 @@ static void session_start_tls(SmtpSession *s) {
                 }
                 return;
         }
-        if (!isempty(cs->tls_servername)) {
-                if (strcaseeq(cs->tls_servername, "hostname"))
+        servername = pol->servername ? pol->servername : cs->tls_servername;
+        if (!isempty(servername)) {
+                if (strcaseeq(servername, "hostname"))
                         sni = s->host;
-                else if (strcaseeq(cs->tls_servername, "nexthop"))
+                else if (strcaseeq(servername, "nexthop"))
                         sni = j->nexthop.host;
                 else
-                        sni = cs->tls_servername;
+                        sni = servername;
                 if (sni && inet_addr_parse(sni, &(InetAddr) {0}) == 0)
                         sni = NULL;     /* RFC 6066 3: no literal addresses */
         }
@@ -935,11 +948,30 @@ static void session_start_tls(SmtpSession *s) {
         if (s->dane)
                 sni = s->dane->base;
         r = tls_client_ssl_new(ctx, s->fd, sni, &s->ssl);
-        if (r >= 0 && s->dane)
-                r = tls_client_dane_enable(s->ssl, s->dane);
+        if (r >= 0 && s->dane) {
+                /* RFC 7672 3.2.2: a DANE-TA(2) match needs the certificate
+                 * to name the TLSA base domain or the MX host name, or the
+                 * next-hop domain when the MX records were validated. */
+                if (strv_extend(&dane_names, s->host) < 0 ||
+                    (j->nexthop.mx && j->mx_secure &&
+                     strv_extend(&dane_names, j->nexthop.host) < 0))
+                        r = -ENOMEM;
+                if (r >= 0)
+                        r = tls_client_dane_enable(s->ssl, s->dane, dane_names);
+        }
         if (r < 0) {
                 session_fail(s, false, "4.7.5", "Cannot start TLS: %s", strerror(-r));
                 return;
+        }
+        if (pol->protocols || pol->ciphers || pol->exclude) {
+                r = tls_client_ssl_override(s->ssl, pol->protocols, pol->ciphers, pol->exclude,
+                                            &err);
+                if (r < 0) {
+                        s->broken = true;
+                        session_fail(s, false, "4.7.0", "Cannot start TLS: TLS policy for %s: %s",
+                                     j->nexthop_text, r == -ENOMEM ? "out of memory" : strempty(err));
+                        return;
+                }
         }
         /* Plaintext the server sent after its 220 would be injected into
          * the TLS session (CVE-2011-0411 class): drop it. */
@@ -1137,12 +1169,17 @@ static void session_dispatch(SmtpSession *s, uint32_t revents) {
                                      strerror(err));
                         return;
                 }
-                s->state = SESSION_GREETING;
-                s->doing = "receiving the initial server greeting";
-                session_set_timeout(s, s->cs->helo_timeout_usec);
-                return;
-        }
-        if (s->state == SESSION_HANDSHAKE) {
+                if (s->wrapped) {
+                        session_start_tls(s);
+                        if (s->state == SESSION_HANDSHAKE || s->state == SESSION_CLOSED)
+                                return;
+                } else {
+                        s->state = SESSION_GREETING;
+                        s->doing = "receiving the initial server greeting";
+                        session_set_timeout(s, s->cs->helo_timeout_usec);
+                        return;
+                }
+        } else if (s->state == SESSION_HANDSHAKE) {
                 session_handshake(s);
                 if (s->state == SESSION_HANDSHAKE || s->state == SESSION_CLOSED)
                         return;
@@ -1312,6 +1349,9 @@ int smtp_session_connect(DeliveryJob *j, const Route *rt, bool plain) {
                 return r;
         }
         s->level = plain ? TLS_LEVEL_NONE : rt->tls_level;
+        /* Wrapper mode: TLS whatever the level, which only says how the
+         * server is verified. */
+        s->wrapped = s->cs->tls_wrappermode && !rt->path;
         if (s->level == TLS_LEVEL_DANE)
                 s->dane = tls_dane_ref(rt->dane);
         s->host = strdup(rt->host);
@@ -1346,7 +1386,7 @@ int smtp_session_connect(DeliveryJob *j, const Route *rt, bool plain) {
         }
         s->job = j;
         j->session = s;
-        if (done) {
+        if (done && !s->wrapped) {
                 s->state = SESSION_GREETING;
                 s->doing = "receiving the initial server greeting";
                 session_set_timeout(s, s->cs->helo_timeout_usec);

@@ -3,7 +3,8 @@
  * known selector and a digest of the right length), and whole handshakes
  * over a socket pair between an OpenSSL server with a certificate made
  * here and a client from tls_client_context_new() with DANE records that
- * match it or not, judged by tls_client_check_peer(). */
+ * match it or not, judged by tls_client_check_peer(); and the per-connection
+ * overrides of a TLS policy (tls_client_ssl_override()). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -116,7 +117,7 @@ static TlsTrust handshake(X509 *cert, EVP_PKEY *key, const TlsDane *d, char **re
         CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
         CHECK_INT(tls_client_ssl_new(cctx, sv[0], d ? d->base : NULL, &c), 0);
         if (d)
-                CHECK_INT(tls_client_dane_enable(c, d), 0);
+                CHECK_INT(tls_client_dane_enable(c, d, NULL), 0);
         s = SSL_new(sctx);
         CHECK(s && SSL_set_fd(s, sv[1]) == 1);
         SSL_set_accept_state(s);
@@ -190,7 +191,7 @@ static void test_dane_handshake(void) {
                 CHECK_INT(tls_client_context_new(&cfg, &ctx, &err), 0);
                 CHECK_INT(tls_client_ssl_new(ctx, 0, NULL, &ssl), 0);
                 CHECK_INT(tls_dane_new("mx.example", &d), 0);
-                CHECK_INT(tls_client_dane_enable(ssl, d), -EIO);
+                CHECK_INT(tls_client_dane_enable(ssl, d, NULL), -EIO);
                 d = tls_dane_unref(d);
                 SSL_free(ssl);
                 SSL_CTX_free(ctx);
@@ -202,4 +203,59 @@ static void test_dane_handshake(void) {
         EVP_PKEY_free(okey);
 }
 
-TEST_MAIN(test_levels, test_dane_records, test_dane_handshake)
+/* A per-destination policy's protocols, ciphers and exclusions on one
+ * connection, over what the context says. */
+static void test_ssl_override(void) {
+        TlsClientConfig cfg = {.protocols = TLS_PROTO_TLSv1_2 | TLS_PROTO_TLSv1_3};
+        SSL_CTX *ctx = NULL;
+        SSL *ssl = NULL;
+        char *err = NULL;
+        STACK_OF(SSL_CIPHER) *sk;
+        bool aes256 = false;
+        TlsDane *d = NULL;
+        uint8_t h[32] = {1};
+
+        CHECK_INT(tls_client_context_new(&cfg, &ctx, &err), 0);
+        CHECK_INT(tls_client_ssl_new(ctx, 0, NULL, &ssl), 0);
+        /* Nothing given: the context's settings stay. */
+        CHECK_INT(tls_client_ssl_override(ssl, 0, NULL, NULL, &err), 0);
+        CHECK_INT(SSL_get_min_proto_version(ssl), TLS1_2_VERSION);
+        CHECK_INT(tls_client_ssl_override(ssl, TLS_PROTO_TLSv1_3, NULL, NULL, &err), 0);
+        CHECK_INT(SSL_get_min_proto_version(ssl), TLS1_3_VERSION);
+        CHECK_INT(SSL_get_max_proto_version(ssl), TLS1_3_VERSION);
+        CHECK_INT(tls_client_ssl_override(ssl, TLS_PROTO_TLSv1 | TLS_PROTO_TLSv1_2, NULL, NULL,
+                                          &err), 0);
+        CHECK_INT(SSL_get_min_proto_version(ssl), TLS1_VERSION);
+        CHECK_INT(SSL_get_max_proto_version(ssl), TLS1_2_VERSION);
+        CHECK((SSL_get_options(ssl) & SSL_OP_NO_TLSv1_1) != 0);
+        CHECK((SSL_get_options(ssl) & SSL_OP_NO_TLSv1_2) == 0);
+        /* Exclusions alone apply to the context's list. */
+        CHECK_INT(tls_client_ssl_override(ssl, 0, NULL, "AES256:CHACHA20", &err), 0);
+        sk = SSL_get_ciphers(ssl);
+        CHECK(sk && sk_SSL_CIPHER_num(sk) > 0);
+        for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+                const char *n = SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i));
+                if (SSL_CIPHER_get_protocol_id(sk_SSL_CIPHER_value(sk, i)) >> 8 == 0x13)
+                        continue;       /* TLS 1.3 suites are not in the list */
+                if (strstr(n, "AES256") || strstr(n, "CHACHA20"))
+                        aes256 = true;
+        }
+        CHECK(!aes256);
+        CHECK_INT(tls_client_ssl_override(ssl, 0, "NO-SUCH-CIPHER", NULL, &err), -EINVAL);
+        CHECK(err && strstr(err, "NO-SUCH-CIPHER"));
+        free(err);
+        err = NULL;
+        SSL_free(ssl);
+
+        /* DANE with more reference names: accepted by OpenSSL. */
+        CHECK_INT(tls_client_ssl_new(ctx, 0, NULL, &ssl), 0);
+        CHECK_INT(tls_dane_new("mx.example", &d), 0);
+        CHECK_INT(tls_dane_add(d, 2, 0, 1, h, sizeof(h)), 1);
+        CHECK_INT(tls_client_dane_enable(ssl, d, (char *[]) {(char *) "mx.example",
+                                                             (char *) "example", NULL}), 0);
+        d = tls_dane_unref(d);
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+}
+
+TEST_MAIN(test_levels, test_dane_records, test_dane_handshake, test_ssl_override)

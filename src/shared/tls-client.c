@@ -203,11 +203,16 @@ int tls_dane_add(TlsDane *d, uint8_t usage, uint8_t selector, uint8_t mtype, con
         return 1;
 }
 
-int tls_client_dane_enable(SSL *ssl, const TlsDane *d) {
+int tls_client_dane_enable(SSL *ssl, const TlsDane *d, char * const *more_names) {
         int added = 0;
 
+        /* SSL_dane_enable() makes the base domain the SNI and the first
+         * reference identifier of the name check. */
         if (SSL_dane_enable(ssl, d->base) <= 0)
                 return -EIO;
+        STRV_FOREACH(n, more_names)
+                if (!strcaseeq(*n, d->base) && SSL_add1_host(ssl, *n) != 1)
+                        return -EIO;
         (void) SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
         for (size_t i = 0; i < d->n_records; i++) {
                 const TlsDaneRecord *t = &d->records[i];
@@ -218,6 +223,85 @@ int tls_client_dane_enable(SSL *ssl, const TlsDane *d) {
                         ERR_clear_error();
         }
         return added > 0 ? 0 : -EIO;
+}
+
+int tls_client_ssl_override(SSL *ssl, unsigned protocols, const char *ciphers,
+                            const char *exclude, char **ret_error) {
+        static const struct {
+                unsigned bit;
+                int version;
+                uint64_t op;
+        } versions[] = {
+                {TLS_PROTO_TLSv1, TLS1_VERSION, SSL_OP_NO_TLSv1},
+                {TLS_PROTO_TLSv1_1, TLS1_1_VERSION, SSL_OP_NO_TLSv1_1},
+                {TLS_PROTO_TLSv1_2, TLS1_2_VERSION, SSL_OP_NO_TLSv1_2},
+                {TLS_PROTO_TLSv1_3, TLS1_3_VERSION, SSL_OP_NO_TLSv1_3},
+        };
+
+        if (protocols != 0) {
+                int min = 0, max = 0;
+                for (size_t i = 0; i < ELEMENTSOF(versions); i++)
+                        if (protocols & versions[i].bit) {
+                                if (!min)
+                                        min = versions[i].version;
+                                max = versions[i].version;
+                        }
+                if (!min || SSL_set_min_proto_version(ssl, min) != 1 ||
+                    SSL_set_max_proto_version(ssl, max) != 1) {
+                        *ret_error = strdup("no TLS protocol version left by the policy");
+                        return -EINVAL;
+                }
+                for (size_t i = 0; i < ELEMENTSOF(versions); i++) {
+                        if (protocols & versions[i].bit)
+                                SSL_clear_options(ssl, versions[i].op);
+                        else
+                                SSL_set_options(ssl, versions[i].op);
+                }
+        }
+        if (ciphers || exclude) {
+                _cleanup_free_ char *list = NULL;
+                StrBuf b = {0};
+                const char *base = ciphers;
+
+                if (!base) {
+                        /* Exclusions alone apply to the context's list. */
+                        STACK_OF(SSL_CIPHER) *sk = SSL_get_ciphers(ssl);
+                        for (int i = 0; sk && i < sk_SSL_CIPHER_num(sk); i++)
+                                if (strbuf_printf(&b, "%s%s", b.len ? ":" : "",
+                                                  SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i))) < 0) {
+                                        strbuf_done(&b);
+                                        return -ENOMEM;
+                                }
+                } else if (strbuf_puts(&b, base) < 0) {
+                        strbuf_done(&b);
+                        return -ENOMEM;
+                }
+                if (!isempty(exclude)) {
+                        _cleanup_free_ char *ex = strdup(exclude);
+                        char *save = NULL;
+                        if (!ex) {
+                                strbuf_done(&b);
+                                return -ENOMEM;
+                        }
+                        for (char *t = strtok_r(ex, ":, \t", &save); t;
+                             t = strtok_r(NULL, ":, \t", &save))
+                                if (strbuf_printf(&b, ":!%s", t) < 0) {
+                                        strbuf_done(&b);
+                                        return -ENOMEM;
+                                }
+                }
+                list = strbuf_steal(&b);
+                if (!list)
+                        return -ENOMEM;
+                ERR_clear_error();
+                if (SSL_set_cipher_list(ssl, list) != 1) {
+                        _cleanup_free_ char *ssl_err = tls_error_string("no usable cipher");
+                        *ret_error = strdup_printf("bad cipher list \"%s\": %s", list,
+                                                   strempty(ssl_err));
+                        return -EINVAL;
+                }
+        }
+        return 0;
 }
 
 int tls_client_check_peer(SSL *ssl, char * const *names, TlsTrust *ret, char **ret_reason) {

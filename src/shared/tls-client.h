@@ -101,10 +101,22 @@ int tls_dane_add(TlsDane *d, uint8_t usage, uint8_t selector, uint8_t mtype, con
                  size_t len);
 
 /* Makes ssl (from tls_client_ssl_new(), before the handshake) verify the
- * server with d: SNI and the reference name become d->base, DANE-EE
+ * server with d: SNI and the first reference name become d->base, and the
+ * names of more_names (NULL for none) are accepted too; they apply to
+ * DANE-TA(2) matches, where the server certificate must name one of them
+ * (RFC 7672 3.2.2: the TLSA base domain, the MX host name and, when the MX
+ * lookup was DNSSEC-validated, the next-hop domain), while DANE-EE(3)
  * matches ignore names (RFC 7672 3.1.1). Returns 0, or -EIO when OpenSSL
  * refused (no record was accepted). */
-int tls_client_dane_enable(SSL *ssl, const TlsDane *d);
+int tls_client_dane_enable(SSL *ssl, const TlsDane *d, char * const *more_names);
+
+/* Overrides, for one connection, what a per-destination TLS policy says
+ * (each only when given): the protocol versions (TLS_PROTO_* set, 0: keep
+ * the context's), the cipher list for TLS <= 1.2 (NULL: keep) and ciphers
+ * to exclude from it ("A:B", NULL: none). Returns 0, or -EINVAL with a
+ * description in *ret_error (caller frees). */
+int tls_client_ssl_override(SSL *ssl, unsigned protocols, const char *ciphers,
+                            const char *exclude, char **ret_error);
 
 /* "Anonymous", "Untrusted", "Trusted", "Verified": the word Postfix puts
  * before "TLS connection established". */
