@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from common import BUILD_DIR
+from common import BUILD_DIR, SRC_DIR
+from test_man_examples import examples
 from netns_helpers import (CLIENT_ADDR, Dnsmasq, Network, have_root_netns, make_test_ca,
                            stop_process, tempdir, wait_for, write_queue_file)
 
@@ -1166,6 +1167,41 @@ def test_tls_policy_table_failure_defers(make, world, tmp_path):
     assert p.events('connect') == []
 
 
+MAN_PAGE = os.path.join(SRC_DIR, 'man', 'postern-deliver-remote.8')
+
+
+@pytest.mark.parametrize('key,outcome', [
+    ('example.edu', 'plaintext'),
+    ('example.com', 'Verified'),
+    ('.example.net', 'not verified'),
+    ('[mail.example.org]:587', 'not verified'),
+    ('example.org', 'Trusted'),
+])
+def test_tls_policy_man_page_example(make, world, tmp_path, key, outcome):
+    """The policy table of postern-deliver-remote(8) builds with postmap,
+    and each of its values, given to peer.example, does what the page
+    says: none is plaintext, verify with ciphers=high verifies the MX
+    host, the two secure entries ask for names the server's certificate
+    does not have, and dane without DNSSEC is may."""
+    deliverer, peer = make
+    table = examples(MAN_PAGE)['tls_policy']
+    src = tmp_path / 'tls_policy'
+    src.write_text(table)
+    r = subprocess.run([POSTMAP, 'hash:%s' % src], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    value = dict(line.split(None, 1) for line in table.splitlines())[key]
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(policy_cf(world, tmp_path, 'encrypt', [('peer.example', value)]))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    if outcome == 'not verified':
+        assert results[0][:2] == ('deferred', '4.7.5'), results
+        assert results[0][2].startswith('Server certificate not verified'), results
+        assert p.events('message') == []
+    else:
+        assert results[0][0] == 'relayed', results
+        assert d.tls.endswith(' ' + outcome) if outcome != 'plaintext' else d.tls == '', d.tls
+
+
 def wrapper_peer(peer, world, cert='mx.peer.example'):
     return peer(port=465, implicit_tls=list(world['ca'][cert]))
 
@@ -1191,6 +1227,21 @@ def test_tls_wrappermode(make, world):
     assert results[0][:2] == ('deferred', '4.7.5'), results
     assert results[0][2].startswith('Server certificate not trusted'), results
     assert len(p.events('message')) == 1
+
+
+def test_tls_wrappermode_man_page_example(make, world):
+    """The wrapper mode example of postern-deliver-remote(8), with the
+    peer's name for the provider's: secure checks the certificate against
+    the relayhost's name."""
+    deliverer, peer = make
+    p = wrapper_peer(peer, world)
+    cf = examples(MAN_PAGE)['wrappermode'].replace('mail.example.com', 'mx.peer.example')
+    d = deliverer(cf + 'smtp_tls_CAfile = %s\n' % world['ca']['ca'])
+    results, relay = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][0] == 'relayed', (results, d.log_text())
+    assert relay == 'mx.peer.example[%s]:465' % PEER_ADDR
+    assert d.tls.endswith(' Verified'), d.tls
+    assert p.events('message')[0]['tls'] is True
 
 
 def test_tls_wrappermode_with_may(make, world):

@@ -55,6 +55,7 @@ TESTED = {
 }
 TESTED_ELSEWHERE = {
     'header_checks.5': ('test_header_checks.py', ['header_checks', 'body_checks']),
+    'postern-deliver-remote.8': ('test_deliver_remote.py', ['tls_policy', 'wrappermode']),
     'postern-migrate.7': ('test_man_examples.py', [
         'postfix/main.cf', 'postfix/master.cf', 'command', 'report',
         'postern/main.cf (excerpt)', 'postern/services.d/submission.cf',
