@@ -1129,6 +1129,30 @@ def test_tls_policy_bracketed_nexthop_with_port(make, world, tmp_path):
     assert len(p.events('message')) == 3
 
 
+def test_tls_policy_attributes(make, world, tmp_path):
+    """protocols=, ciphers=, exclude= and servername= of a policy apply to
+    its destination, over main.cf, against a peer that stops at TLSv1.2."""
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']), tls_max_version='TLSv1_2')
+    d = deliverer(policy_cf(world, tmp_path, 'may', [
+        ('peer.example', 'encrypt protocols=>=TLSv1.3'),
+        ('afallback.example', 'encrypt protocols=!SSLv2:!SSLv3:!TLSv1 servername=sni.example'),
+        ('[mx.peer.example]', 'encrypt, ciphers=high, exclude=AESGCM:CHACHA20')]))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][:2] == ('deferred', '4.7.5'), results
+    assert 'handshake failure' in results[0][2], results
+    results, _ = d.deliver(d.message(['a@afallback.example']))
+    assert results[0][0] == 'relayed', results
+    assert d.tls.startswith('TLSv1.2 ') and 'GCM' in d.tls, d.tls
+    assert p.events('tls')[-1]['sni'] == 'sni.example'
+    results, _ = d.deliver(d.message(['a@example.com']), nexthop='[mx.peer.example]')
+    assert results[0][0] == 'relayed', results
+    proto, cipher, _ = d.tls.split(' ')
+    assert proto == 'TLSv1.2' and 'GCM' not in cipher and 'CHACHA' not in cipher, d.tls
+    assert p.events('tls')[-1]['sni'] is None
+    assert len(p.events('message')) == 2
+
+
 @pytest.mark.parametrize('value,reason', [
     ('secure bogus=1', 'unknown attribute "bogus"'),
     ('sekure', 'unknown security level "sekure"'),
