@@ -1224,6 +1224,9 @@ def test_tls_policy_man_page_example(make, world, tmp_path, key, outcome):
     else:
         assert results[0][0] == 'relayed', results
         assert d.tls.endswith(' ' + outcome) if outcome != 'plaintext' else d.tls == '', d.tls
+    if value == 'dane':
+        assert ('TLS policy "dane" for peer.example in smtp_tls_policy_maps: dane needs '
+                'smtp_dns_support_level = dnssec; using may instead') in d.log_text()
 
 
 def wrapper_peer(peer, world, cert='mx.peer.example'):

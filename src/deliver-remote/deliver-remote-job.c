@@ -748,7 +748,7 @@ static int job_resolve(DeliveryJob *j) {
  * attribute are separated by colons. Returns 0, -EINVAL with the reason in
  * *ret_error (caller frees), or -ENOMEM. */
 static int tls_policy_parse(const char *value, const ClientSettings *cs, TlsLevel *ret_level,
-                            TlsPolicy *p, char **ret_error) {
+                            TlsPolicy *p, char **ret_error, const char **ret_note) {
         _cleanup_strv_free_ char **words = NULL;
         TlsLevel level;
         int r;
@@ -779,6 +779,8 @@ static int tls_policy_parse(const char *value, const ClientSettings *cs, TlsLeve
                         return -EINVAL;
                 }
                 level = TLS_LEVEL_MAY;
+                *ret_note = cs->lmtp ? "DANE is not used for LMTP"
+                                     : "dane needs smtp_dns_support_level = dnssec";
         }
         STRV_FOREACH(w, words + 1) {
                 const char *eq = strchr(*w, '=');
@@ -877,7 +879,7 @@ static int job_tls_policy(DeliveryJob *j) {
         ClientSettings *cs = j->cs;
         const char *table = cs->lmtp ? "lmtp_tls_policy_maps" : "smtp_tls_policy_maps";
         _cleanup_free_ char *value = NULL, *why = NULL, *text = NULL;
-        const char *key = j->nexthop_text, *found = NULL;
+        const char *key = j->nexthop_text, *found = NULL, *note = NULL;
         bool domain;
         TlsLevel level;
         int r = 0;
@@ -911,7 +913,7 @@ static int job_tls_policy(DeliveryJob *j) {
         }
         if (r == 0)
                 return 0;
-        r = tls_policy_parse(value, cs, &level, &j->tls_policy, &why);
+        r = tls_policy_parse(value, cs, &level, &j->tls_policy, &why, &note);
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
@@ -923,6 +925,10 @@ static int job_tls_policy(DeliveryJob *j) {
                 delivery_job_fail_all(j, false, "4.7.0", strempty(text));
                 return -EINVAL;
         }
+        if (note)
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS,
+                         "TLS policy \"%s\" for %s in %s: %s; using may instead", value, found,
+                         table, note);
         log_mail(LOG_DEBUG, NULL, j->qid, LOG_NO_FIELDS, "TLS policy for %s from %s (key %s): %s",
                  key, table, found, value);
         j->tls_level = level;
