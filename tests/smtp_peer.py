@@ -11,11 +11,15 @@ broken_tls (answer 220 to STARTTLS, then send garbage and close),
 implicit_tls (null or [cert, key]: TLS from the start of every connection,
 port 465 style, RFC 8314; no STARTTLS then),
 replies ({"MAIL": "...", "RCPT:addr": "...", "DATA": "...", "DOT": "..."}),
-delays ({"greeting": seconds, "DOT": seconds, ...}).
+delays ({"greeting": seconds, "DOT": seconds, ...}),
+auth (SMTP AUTH, RFC 4954: {"mechanisms": "PLAIN LOGIN", "users": {name:
+password}, "required": true for "530" to MAIL before AUTH}).
 
-Events: listening, connect, cmd, tls (with the TLS version and "sni", the
+Events: listening, connect, cmd, auth (mech, user, ok), tls (with the TLS version and "sni", the
 server name the client sent or null), message, error, close."""
 import asyncio
+import base64
+import binascii
 import json
 import ssl
 import sys
@@ -58,6 +62,8 @@ class Peer:
             await self.delay('greeting')
             await send(self.cfg.get('greeting', '220 mx.peer.example ESMTP test peer'))
             mail = None
+            authed = False
+            auth = self.cfg.get('auth')
             while True:
                 raw = await reader.readline()
                 if not raw:
@@ -73,6 +79,8 @@ class Peer:
                     ext = list(self.cfg.get('extensions', ['PIPELINING', '8BITMIME']))
                     if self.cfg.get('starttls') and not tls:
                         ext.append('STARTTLS')
+                    if auth:
+                        ext.append('AUTH ' + auth['mechanisms'])
                     lines = ['mx.peer.example'] + ext
                     for i, text in enumerate(lines):
                         await send('250%s%s' % ('-' if i < len(lines) - 1 else ' ', text))
@@ -98,6 +106,36 @@ class Peer:
                     tls = True
                     self.record(ev='tls', conn=conn, sni=sni[0] if sni else None,
                                 version=writer.get_extra_info('ssl_object').version())
+                elif verb == 'AUTH' and auth:
+                    words = line.split()
+                    mech = words[1].upper() if len(words) > 1 else ''
+
+                    async def ask(prompt):
+                        await send('334 ' + base64.b64encode(prompt.encode()).decode())
+                        got = (await reader.readline()).decode('utf-8', 'replace').strip()
+                        self.record(ev='cmd', conn=conn, line=got, tls=tls)
+                        return base64.b64decode(got, validate=True).decode()
+                    try:
+                        if mech == 'PLAIN':
+                            resp = words[2] if len(words) > 2 else None
+                            resp = (base64.b64decode(resp, validate=True).decode() if resp
+                                    else (await ask('')))
+                            _, user, pw = resp.split('\0')
+                        elif mech == 'LOGIN':
+                            user = await ask('Username:')
+                            pw = await ask('Password:')
+                        else:
+                            await send('504 5.5.4 Unrecognized authentication type')
+                            continue
+                    except (ValueError, binascii.Error):
+                        await send('501 5.5.2 Cannot decode response')
+                        continue
+                    authed = auth['users'].get(user) == pw
+                    self.record(ev='auth', conn=conn, mech=mech, user=user, ok=authed)
+                    await send('235 2.7.0 Authentication successful' if authed
+                               else '535 5.7.8 Error: authentication failed: bad credentials')
+                elif verb == 'MAIL' and auth and auth.get('required') and not authed:
+                    await send('530 5.7.0 Authentication required')
                 elif verb == 'MAIL':
                     await self.delay('MAIL')
                     mail = {'from': line, 'rcpts': [], 'conn': conn, 'tls': tls}

@@ -24,6 +24,7 @@
 #include "bus-names.h"
 #include "deliver-remote.h"
 #include "log.h"
+#include "smtp-sasl.h"
 
 #define SERVICE_NAME "deliver-remote"
 
@@ -43,6 +44,9 @@ static void client_settings_done(ClientSettings *c) {
         free(c->tls_key_credential);
         map_list_free(c->tls_policy);
         free(c->tls_policy_error);
+        map_list_free(c->sasl_passwords);
+        free(c->sasl_passwords_error);
+        strv_free(c->sasl_mech_filter);
         if (c->ctx_opportunistic)
                 SSL_CTX_free(c->ctx_opportunistic);
         if (c->ctx_mandatory)
@@ -299,8 +303,63 @@ static int load_tls(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag 
         return 0;
 }
 
+/* smtp_sasl_* (lmtp_sasl_*): the SASL client. The password tables are
+ * opened here, as the postern user; a table that cannot be opened defers
+ * the mail to every server that asks for authentication. */
+static int load_sasl(Config *c, ClientSettings *cs, bool lmtp, Diag *diags) {
+        ConfParam p_maps = lmtp ? P_LMTP_SASL_PASSWORD_MAPS : P_SMTP_SASL_PASSWORD_MAPS;
+        const struct {
+                ConfParam p;
+                unsigned *flags;
+        } opts[] = {
+                {lmtp ? P_LMTP_SASL_SECURITY_OPTIONS : P_SMTP_SASL_SECURITY_OPTIONS, &cs->sasl_options},
+                {lmtp ? P_LMTP_SASL_TLS_SECURITY_OPTIONS : P_SMTP_SASL_TLS_SECURITY_OPTIONS,
+                 &cs->sasl_tls_options},
+                {lmtp ? P_LMTP_SASL_TLS_VERIFIED_SECURITY_OPTIONS
+                      : P_SMTP_SASL_TLS_VERIFIED_SECURITY_OPTIONS, &cs->sasl_tls_verified_options},
+        };
+        char * const *specs;
+        int r;
+
+        cs->sasl_enable = conf_get_bool(c, lmtp ? P_LMTP_SASL_AUTH_ENABLE : P_SMTP_SASL_AUTH_ENABLE);
+        if (!cs->sasl_enable)
+                return 0;
+        cs->sasl_soft_bounce = conf_get_bool(c, lmtp ? P_LMTP_SASL_AUTH_SOFT_BOUNCE
+                                                     : P_SMTP_SASL_AUTH_SOFT_BOUNCE);
+        for (size_t i = 0; i < ELEMENTSOF(opts); i++) {
+                const char *bad = NULL;
+                if (smtp_sasl_options_parse(conf_get_list(c, opts[i].p), opts[i].flags, &bad) < 0) {
+                        diag_error(diags, NULL, 0, "%s: unknown option \"%s\" (noplaintext, "
+                                   "noactive, nodictionary, noanonymous or mutual_auth)",
+                                   conf_params[opts[i].p].name, strempty(bad));
+                        return -EINVAL;
+                }
+        }
+        r = strv_dup(conf_get_list(c, lmtp ? P_LMTP_SASL_MECHANISM_FILTER
+                                           : P_SMTP_SASL_MECHANISM_FILTER),
+                     &cs->sasl_mech_filter);
+        if (r < 0)
+                return r;
+        specs = conf_get_list(c, p_maps);
+        if (!specs || !specs[0])
+                return 0;
+        r = map_list_open(specs, MAP_FLAG_FOLD_KEYS, diags, &cs->sasl_passwords);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                cs->sasl_passwords_error = strdup_printf("%s is unavailable: %s",
+                                                         conf_params[p_maps].name, strerror(-r));
+                if (!cs->sasl_passwords_error)
+                        return -ENOMEM;
+                diag_warning(diags, NULL, 0, "%s; %s mail to servers that offer AUTH is deferred",
+                             cs->sasl_passwords_error, cs->name);
+        }
+        return 0;
+}
+
 static int load_client(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Diag *diags) {
         const char *pref;
+        int r;
 
         cs->lmtp = lmtp;
         cs->name = lmtp ? "lmtp" : "smtp";
@@ -324,6 +383,9 @@ static int load_client(Config *c, ClientSettings *cs, bool lmtp, bool dnssec, Di
                                  : strcaseeq(pref, "ipv6") ? AF_INET6 : 0;
         cs->balance_inet_protocols = conf_get_bool(c, lmtp ? P_LMTP_BALANCE_INET_PROTOCOLS
                                                            : P_SMTP_BALANCE_INET_PROTOCOLS);
+        r = load_sasl(c, cs, lmtp, diags);
+        if (r < 0)
+                return r;
         return load_tls(c, cs, lmtp, dnssec, diags);
 }
 

@@ -64,6 +64,15 @@ typedef struct ClientSettings {
         int address_preference;         /* AF_INET, AF_INET6 or 0 (any) */
         bool balance_inet_protocols;
         bool dnssec;
+        /* SASL client (smtp-sasl.h). */
+        bool sasl_enable;
+        MapList *sasl_passwords;        /* smtp_sasl_password_maps, NULL: none */
+        char *sasl_passwords_error;     /* the tables could not be opened: defer */
+        unsigned sasl_options;          /* SMTP_SASL_* without TLS */
+        unsigned sasl_tls_options;      /* inside TLS */
+        unsigned sasl_tls_verified_options;     /* inside TLS, server verified */
+        char **sasl_mech_filter;        /* NULL: all */
+        bool sasl_soft_bounce;
 } ClientSettings;
 
 /* The TLS policy of one delivery: the level with smtp_tls_policy_maps

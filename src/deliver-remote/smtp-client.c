@@ -16,8 +16,11 @@
  * point. Entry points: smtp_session_connect(), smtp_session_reuse(),
  * smtp_session_free(). DANE: a route of level dane carries the TLSA
  * records (deliver-remote-job.c found them); the session makes TLS
- * mandatory and lets OpenSSL match the certificate against them. Left out:
- * SASL client authentication, BDAT. */
+ * mandatory and lets OpenSSL match the certificate against them. SASL:
+ * after EHLO (inside TLS when TLS is used), a server that announces AUTH
+ * gets AUTH PLAIN or LOGIN when smtp_sasl_password_maps has a password for
+ * the next hop or the host (smtp-sasl.c has the encodings); a failure ends
+ * the session and defers the mail. Left out: BDAT. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -33,6 +36,7 @@
 #include "addr.h"
 #include "deliver-remote.h"
 #include "log.h"
+#include "smtp-sasl.h"
 
 /* Longest reply line we accept before calling the server broken. */
 #define REPLY_LINE_MAX 4096
@@ -48,6 +52,7 @@ typedef enum SessionState {
         SESSION_HELO,
         SESSION_STARTTLS,
         SESSION_HANDSHAKE,
+        SESSION_AUTH,
         SESSION_RSET,
         SESSION_REUSE,          /* from the cache, RSET to go with the next transaction */
         SESSION_TRANSACTION,
@@ -93,6 +98,10 @@ struct SmtpSession {
         char *name;                     /* "host[addr]" */
         char *relay;                    /* "host[addr]:port" */
         char *tls_facts;                /* "TLSv1.3 CIPHER Verified" once TLS is up */
+        char *auth_mechs;               /* the EHLO reply's AUTH mechanisms, NULL: no AUTH */
+        SmtpSaslMech auth_mech;
+        unsigned auth_step;             /* LOGIN: 334 replies answered */
+        char *auth_user, *auth_pass;    /* while authenticating */
         StrBuf in;
         size_t in_off;
         StrBuf out;
@@ -116,6 +125,7 @@ struct SmtpSession {
 
 static void session_close(SmtpSession *s);
 static void session_ehlo(SmtpSession *s);
+static void session_begin(SmtpSession *s);
 
 static void session_set_timeout(SmtpSession *s, uint64_t usec) {
         if (usec == 0) {
@@ -183,6 +193,9 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
         free(s->name);
         free(s->relay);
         free(s->tls_facts);
+        free(s->auth_mechs);
+        free(s->auth_user);
+        smtp_sasl_free_secret(s->auth_pass);
         tls_dane_unref(s->dane);
         free(s);
         return NULL;
@@ -929,7 +942,7 @@ static void session_start_tls(SmtpSession *s) {
                                      "TLS is required, but our TLS engine is unavailable");
                 else {
                         /* Without a context "may" means plaintext. */
-                        session_start_transaction(s);
+                        session_begin(s);
                 }
                 return;
         }
@@ -995,6 +1008,168 @@ static void session_ehlo(SmtpSession *s) {
         session_set_timeout(s, s->cs->helo_timeout_usec);
 }
 
+/* Forgets the credentials of an AUTH exchange. */
+static void auth_done(SmtpSession *s) {
+        free(s->auth_user);
+        s->auth_user = NULL;
+        s->auth_pass = smtp_sasl_free_secret(s->auth_pass);
+}
+
+/* smtp_sasl_password_maps, as Postfix looks it up: the next hop as given
+ * ("[smtp.example.com]:587"), then the server's host name. > 0: found,
+ * 0: no password for this server, < 0: the tables failed. */
+static int auth_lookup(SmtpSession *s, char **ret_value) {
+        const char *keys[] = {s->job->nexthop_text, s->host};
+
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                int r;
+                if (isempty(keys[i]) || (i > 0 && !isempty(keys[0]) && strcaseeq(keys[i], keys[0])))
+                        continue;
+                r = map_list_lookup(s->cs->sasl_passwords, keys[i], ret_value);
+                if (r != 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Ends the session on a failed authentication: as Postfix, the mail is
+ * deferred (smtp_sasl_auth_soft_bounce) and the session not reused. */
+static void auth_fail(SmtpSession *s, const char *dsn, bool hard, const char *text) {
+        auth_done(s);
+        s->broken = true;
+        if (hard && !s->cs->sasl_soft_bounce)
+                delivery_job_fail_all(s->job, true, dsn, text);
+        session_fail(s, true, dsn, "%s", text);
+}
+
+static int auth_send(SmtpSession *s, const char *prefix, const char *value) {
+        char *b64 = smtp_sasl_base64(value, strlen(value));
+        int r;
+
+        r = b64 && strbuf_puts(&s->out, prefix) >= 0 && strbuf_puts(&s->out, b64) >= 0 &&
+            strbuf_puts(&s->out, "\r\n") >= 0 ? 0 : -ENOMEM;
+        smtp_sasl_free_secret(b64);
+        if (r < 0)
+                return r;
+        return session_send(s) < 0 ? -EIO : 0;
+}
+
+/* After EHLO (and TLS): AUTH when the server announces it and a password
+ * is known for it, then the first transaction. */
+static void session_begin(SmtpSession *s) {
+        ClientSettings *cs = s->cs;
+        DeliveryJob *j = s->job;
+        _cleanup_free_ char *mechs = NULL, *text = NULL;
+        char *value = NULL;
+        unsigned options;
+        int r;
+
+        if (!cs->sasl_enable || !s->auth_mechs || !j) {
+                session_start_transaction(s);
+                return;
+        }
+        if (cs->sasl_passwords_error) {
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s", cs->sasl_passwords_error);
+                session_fail(s, false, "4.3.0", "%s", cs->sasl_passwords_error);
+                return;
+        }
+        r = cs->sasl_passwords ? auth_lookup(s, &value) : 0;
+        if (r < 0) {
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_NO_FIELDS, "%s lookup error for %s: %s",
+                         cs->lmtp ? "lmtp_sasl_password_maps" : "smtp_sasl_password_maps",
+                         s->relay, strerror(-r));
+                session_fail(s, false, "4.3.0", "%s lookup error for %s",
+                             cs->lmtp ? "lmtp_sasl_password_maps" : "smtp_sasl_password_maps",
+                             s->name);
+                return;
+        }
+        if (r == 0) {
+                /* No password for this server: talk as strangers. */
+                session_start_transaction(s);
+                return;
+        }
+        r = smtp_sasl_credentials(strempty(value), &s->auth_user, &s->auth_pass);
+        value = smtp_sasl_free_secret(value);
+        mechs = r < 0 ? NULL : smtp_sasl_filter(s->auth_mechs, cs->sasl_mech_filter);
+        if (!mechs) {
+                auth_done(s);
+                session_fail(s, false, "4.3.0", "out of memory");
+                return;
+        }
+        if (!mechs[0]) {
+                log_mail(LOG_WARNING, NULL, j->qid, LOG_FIELDS("POSTERN_RELAY", s->relay),
+                         "%s offered no supported AUTH mechanisms: '%s'", s->relay, s->auth_mechs);
+                text = strdup_printf("SASL authentication failed: server %s offered no compatible "
+                                     "authentication mechanisms for this type of connection "
+                                     "security", s->name);
+                auth_fail(s, "4.7.0", false, strempty(text));
+                return;
+        }
+        options = !s->tls_done ? cs->sasl_options
+                  : s->level >= TLS_LEVEL_VERIFY || s->dane ? cs->sasl_tls_verified_options
+                                                            : cs->sasl_tls_options;
+        s->auth_mech = smtp_sasl_choose(mechs, options);
+        if (s->auth_mech == SMTP_SASL_MECH_NONE) {
+                /* The words of Postfix with Cyrus SASL. */
+                text = strdup_printf("SASL authentication failed; cannot authenticate to server "
+                                     "%s: no mechanism available", s->name);
+                auth_fail(s, "4.7.0", false, strempty(text));
+                return;
+        }
+        log_mail(LOG_DEBUG, NULL, j->qid, LOG_FIELDS("POSTERN_RELAY", s->relay),
+                 "authenticating to %s as %s with %s", s->relay, s->auth_user,
+                 smtp_sasl_mech_name(s->auth_mech));
+        s->state = SESSION_AUTH;
+        s->doing = "performing the SASL authentication";
+        s->auth_step = 0;
+        if (s->auth_mech == SMTP_SASL_MECH_PLAIN) {
+                /* RFC 4954 4: the initial response saves a round trip. */
+                char *resp = smtp_sasl_plain_response(s->auth_user, s->auth_pass);
+                r = resp && strbuf_puts(&s->out, "AUTH PLAIN ") >= 0 &&
+                    strbuf_puts(&s->out, resp) >= 0 && strbuf_puts(&s->out, "\r\n") >= 0 ? 0 : -ENOMEM;
+                smtp_sasl_free_secret(resp);
+                if (r >= 0)
+                        r = session_send(s) < 0 ? -EIO : 0;
+        } else
+                r = session_printf(s, "AUTH LOGIN") < 0 || session_send(s) < 0 ? -EIO : 0;
+        if (r < 0) {
+                auth_done(s);
+                session_lost(s);
+                return;
+        }
+        session_set_timeout(s, cs->helo_timeout_usec);
+}
+
+static void on_auth_reply(SmtpSession *s) {
+        _cleanup_free_ char *text = NULL;
+        unsigned code = s->reply.code;
+        char dsn[16];
+
+        if (code >= 200 && code < 300) {
+                log_mail(LOG_DEBUG, NULL, s->job->qid, LOG_FIELDS("POSTERN_RELAY", s->relay),
+                         "authenticated to %s as %s", s->relay, s->auth_user);
+                auth_done(s);
+                session_start_transaction(s);
+                return;
+        }
+        if (code == 334 && s->auth_mech == SMTP_SASL_MECH_LOGIN && s->auth_step < 2) {
+                /* LOGIN: the user name, then the password, whatever the
+                 * prompts say. */
+                const char *v = s->auth_step++ == 0 ? s->auth_user : s->auth_pass;
+                if (auth_send(s, "", v) < 0) {
+                        auth_done(s);
+                        session_lost(s);
+                        return;
+                }
+                session_set_timeout(s, s->cs->helo_timeout_usec);
+                return;
+        }
+        /* A failure, or a challenge PLAIN and LOGIN have no answer to. */
+        text = strdup_printf("SASL authentication failed; server %s said: %s", s->name,
+                             s->reply.text);
+        auth_fail(s, code >= 400 ? reply_dsn(s, dsn) : "4.7.0", code >= 500, strempty(text));
+}
+
 /* After EHLO/HELO: TLS as the level asks, then the first transaction. */
 static void session_ready(SmtpSession *s) {
         if (!s->tls_done && s->level >= TLS_LEVEL_MAY) {
@@ -1018,7 +1193,7 @@ static void session_ready(SmtpSession *s) {
                    s->job)
                 log_mail(LOG_INFO, NULL, s->job->qid, LOG_FIELDS("POSTERN_RELAY", s->relay),
                          "Host offered STARTTLS: [%s]", s->host);
-        session_start_transaction(s);
+        session_begin(s);
 }
 
 static void session_on_reply(SmtpSession *s) {
@@ -1040,6 +1215,12 @@ static void session_on_reply(SmtpSession *s) {
         case SESSION_EHLO:
                 if (code >= 200 && code < 300) {
                         smtp_features_parse(&s->reply, &s->features);
+                        free(s->auth_mechs);
+                        s->auth_mechs = NULL;
+                        if (smtp_sasl_offered(&s->reply, &s->auth_mechs) < 0) {
+                                session_fail(s, false, "4.3.0", "out of memory");
+                                return;
+                        }
                         session_ready(s);
                         return;
                 }
@@ -1060,6 +1241,8 @@ static void session_on_reply(SmtpSession *s) {
         case SESSION_HELO:
                 if (code >= 200 && code < 300) {
                         s->features = (SmtpFeatures) {0};
+                        free(s->auth_mechs);
+                        s->auth_mechs = NULL;
                         session_ready(s);
                         return;
                 }
@@ -1077,7 +1260,10 @@ static void session_on_reply(SmtpSession *s) {
                                      "to start TLS: %s", s->name, s->reply.text);
                         return;
                 }
-                session_start_transaction(s);
+                session_begin(s);
+                return;
+        case SESSION_AUTH:
+                on_auth_reply(s);
                 return;
         case SESSION_RSET:
                 if (code >= 200 && code < 300) {
