@@ -55,7 +55,8 @@ TESTED = {
 }
 TESTED_ELSEWHERE = {
     'header_checks.5': ('test_header_checks.py', ['header_checks', 'body_checks']),
-    'postern-deliver-remote.8': ('test_deliver_remote.py', ['tls_policy', 'wrappermode']),
+    'postern-deliver-remote.8': (('test_deliver_remote.py', 'test_smtp_sasl_client.py'),
+                                 ['tls_policy', 'wrappermode', 'sasl', 'sasl_passwd']),
     'postern-migrate.7': ('test_man_examples.py', [
         'postfix/main.cf', 'postfix/master.cf', 'command', 'report',
         'postern/main.cf (excerpt)', 'postern/services.d/submission.cf',
@@ -205,8 +206,10 @@ def test_every_marker_is_used():
     assert listed - used == set(), 'examples listed but not used by a test'
     assert used - listed == set()
     here = os.path.dirname(os.path.abspath(__file__))
-    for page, (fname, names) in TESTED_ELSEWHERE.items():
-        src = open(os.path.join(here, fname)).read()
+    for page, (fnames, names) in TESTED_ELSEWHERE.items():
+        if isinstance(fnames, str):
+            fnames = (fnames,)
+        src = ''.join(open(os.path.join(here, f)).read() for f in fnames)
         for n in names:
             assert f"'{n}'" in src, (page, n)
 

@@ -14,8 +14,9 @@ import pytest
 import dovecot_helpers
 from dovecot_helpers import Dovecot
 from netns_helpers import stop_process, tempdir, wait_for
-from test_deliver_remote import (MX_ADDR, PEER_ADDR, SMTPD, pytestmark, tls_cf,  # noqa: F401
-                                 make, world)
+from test_deliver_remote import (MAN_PAGE, PEER_ADDR, POSTMAP, SMTPD, pytestmark,  # noqa: F401
+                                 tls_cf, make, world)
+from test_man_examples import examples
 
 PASSWORD = 'Relay-s3cret'
 PASSWORD_B64 = base64.b64encode(b'\0relay@example.org\0' + PASSWORD.encode()).decode()
@@ -45,9 +46,10 @@ def assert_no_password(d):
 
 @pytest.fixture
 def smarthost(world):
-    """postern-smtpd at [mx.example.net]:587 in the peer namespace: TLS
-    required, AUTH through Dovecot, relaying only for authenticated
-    clients. Yields its queue directory."""
+    """postern-smtpd at [mx.peer.example]:587 in the peer namespace (the
+    test CA's certificate for that name): TLS required, AUTH through
+    Dovecot, relaying only for authenticated clients. Yields its queue
+    directory."""
     if not os.path.exists(SMTPD):
         pytest.skip('postern-smtpd not built')
     if not dovecot_helpers.available():
@@ -61,8 +63,8 @@ def smarthost(world):
     os.makedirs(os.path.join(tmp, 'conf'))
     cert, key = world['ca']['mx.peer.example']
     with open(os.path.join(tmp, 'conf', 'main.cf'), 'w') as f:
-        f.write('myhostname = mx.example.net\nmydomain = example.net\n'
-                'mydestination = example.net\nqueue_directory = %s\n'
+        f.write('myhostname = mx.peer.example\nmydomain = peer.example\n'
+                'mydestination = peer.example\nqueue_directory = %s\n'
                 'mynetworks = 127.0.0.0/8\n'
                 'smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n'
                 'smtpd_tls_security_level = encrypt\nsmtpd_tls_auth_only = yes\n'
@@ -72,14 +74,14 @@ def smarthost(world):
     dovecot = Dovecot(os.path.join(queue, 'private', 'auth'),
                       {'relay@example.org': PASSWORD}).start()
     log = open(os.path.join(tmp, 'smtpd.log'), 'w')
-    proc = net.popen(net.peer, ['systemd-socket-activate', '-l', MX_ADDR + ':587',
+    proc = net.popen(net.peer, ['systemd-socket-activate', '-l', PEER_ADDR + ':587',
                                 '--fdname=smtpd', '-E', 'POSTERN_LOG_TARGET=stderr',
                                 '-E', 'POSTERN_QMGR_SOCKET=' + os.path.join(tmp, 'qmgr'),
                                 '-E', 'POSTERN_RUNTIME_DIR=' + tmp,
                                 SMTPD, '--service=smtpd', '-c', os.path.join(tmp, 'conf')],
                      stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: net.port_open(net.peer, MX_ADDR, 587), what='postern-smtpd')
+        wait_for(lambda: net.port_open(net.peer, PEER_ADDR, 587), what='postern-smtpd')
         yield queue
     finally:
         stop_process(proc)
@@ -88,7 +90,7 @@ def smarthost(world):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-SMARTHOST_CF = ('relayhost = [mx.example.net]:587\n'
+SMARTHOST_CF = ('relayhost = [mx.peer.example]:587\n'
                 # Postfix's default forbids plaintext mechanisms even in TLS;
                 # SASL_README's smarthost example allows them there.
                 'smtp_sasl_tls_security_options = noanonymous\n')
@@ -99,13 +101,24 @@ def queued(queue):
 
 
 def test_relay_through_authenticated_smarthost(make, world, smarthost, tmp_path):
+    """The example of postern-deliver-remote(8), with its table built by
+    postmap, on the smarthost's name."""
     deliverer, _ = make
+    table = examples(MAN_PAGE)['sasl_passwd']
+    assert table.startswith('[smtp.example.com]:587 ')
+    src = tmp_path / 'sasl_passwd'
+    src.write_text('[mx.peer.example]:587 relay@example.org:%s\n' % PASSWORD)
+    r = subprocess.run([POSTMAP, 'hash:%s' % src], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    cf = (examples(MAN_PAGE)['sasl'].replace('smtp.example.com', 'mx.peer.example')
+          .replace('/etc/postern/sasl_passwd', str(src)))
+    assert 'smtp_tls_security_level = secure\n' in cf
+    d2 = deliverer(cf + 'smtp_tls_CAfile = %s\n' % world['ca']['ca'])
     d = deliverer(tls_cf(world, 'encrypt') + SMARTHOST_CF)
-    maps = password_map(tmp_path, {'[mx.example.net]:587': 'relay@example.org:' + PASSWORD})
-    d2 = deliverer(tls_cf(world, 'encrypt') + SMARTHOST_CF + sasl_cf(maps))
     results, relay = d2.deliver(d2.message(['someone@remote.example']))
     assert results[0][0] in ('sent', 'relayed'), results
-    assert relay == 'mx.example.net[%s]:587' % MX_ADDR
+    assert relay == 'mx.peer.example[%s]:587' % PEER_ADDR
+    assert d2.tls.endswith(' Verified'), d2.tls
     files = wait_for(lambda: queued(smarthost), what='queue file at the smarthost')
     with open(os.path.join(smarthost, 'incoming', files[0]), 'rb') as f:
         data = f.read()
@@ -120,15 +133,15 @@ def test_relay_through_authenticated_smarthost(make, world, smarthost, tmp_path)
 
 def test_wrong_password_defers_with_the_servers_reply(make, world, smarthost, tmp_path):
     deliverer, _ = make
-    maps = password_map(tmp_path, {'[mx.example.net]:587': 'relay@example.org:wrong-one'})
+    maps = password_map(tmp_path, {'[mx.peer.example]:587': 'relay@example.org:wrong-one'})
     d = deliverer(tls_cf(world, 'encrypt') + SMARTHOST_CF + sasl_cf(maps))
     results, _ = d.deliver(d.message(['someone@remote.example']))
     status, dsn, diag = results[0]
     assert (status, dsn) == ('deferred', '4.7.8'), results
-    assert diag.startswith('SASL authentication failed; server mx.example.net[%s] said: 535 5.7.8 '
-                           % MX_ADDR), results
-    assert ('SASL authentication failed; server mx.example.net[%s] said: 535 5.7.8'
-            % MX_ADDR) in d.log_text()
+    assert diag.startswith('SASL authentication failed; server mx.peer.example[%s] said: '
+                           '535 5.7.8 ' % PEER_ADDR), results
+    assert ('SASL authentication failed; server mx.peer.example[%s] said: 535 5.7.8'
+            % PEER_ADDR) in d.log_text()
     assert 'wrong-one' not in d.log_text()
     assert queued(smarthost) == []
 
@@ -160,7 +173,8 @@ def test_plaintext_session_does_not_authenticate_by_default(make, world, tmp_pat
     d = deliverer(sasl_cf(maps))
     results, _ = d.deliver(d.message(['a@peer.example']))
     assert results[0] == ('deferred', '4.7.0', 'SASL authentication failed; cannot authenticate '
-                          'to server mx.peer.example[%s]: no mechanism available' % PEER_ADDR), results
+                          'to server mx.peer.example[%s]: no mechanism available'
+                          % PEER_ADDR), results
     assert auth_cmds(p) == []
     assert p.events('message') == []
     assert_no_password(d)
@@ -227,7 +241,8 @@ def test_mechanism_filter_leaves_nothing(make, world, tmp_path):
 def test_no_password_for_this_host_means_no_auth(make, world, tmp_path):
     deliverer, peer = make
     p = auth_peer(peer, world, required=False)
-    maps = password_map(tmp_path, {'[smtp.elsewhere.example]:587': 'relay@example.org:' + PASSWORD})
+    maps = password_map(tmp_path,
+                        {'[smtp.elsewhere.example]:587': 'relay@example.org:' + PASSWORD})
     d = deliverer(sasl_cf(maps, 'smtp_sasl_security_options = noanonymous\n'))
     results, _ = d.deliver(d.message(['a@peer.example']))
     assert results[0][0] == 'relayed', results
