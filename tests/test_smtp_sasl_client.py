@@ -273,3 +273,30 @@ def test_auth_soft_bounce_off_bounces_on_535(make, world, tmp_path):
     assert results[0] == ('bounced', '5.7.8', 'SASL authentication failed; server mx.peer.example'
                           '[%s] said: 535 5.7.8 Error: authentication failed: bad credentials'
                           % PEER_ADDR), results
+
+
+def test_authenticated_connection_is_reused_for_the_same_next_hop(make, world, tmp_path):
+    deliverer, peer = make
+    p = auth_peer(peer, world)
+    maps = password_map(tmp_path, {'mx.peer.example': 'relay@example.org:' + PASSWORD})
+    d = deliverer('smtp_connection_cache_time_limit = 5s\n' +
+                  sasl_cf(maps, 'smtp_sasl_security_options = noanonymous\n'))
+    r1, _ = d.deliver(d.message(['a@peer.example']))
+    r2, _ = d.deliver(d.message(['b@peer.example']))
+    assert r1[0][0] == 'relayed' and r2[0][0] == 'relayed', (r1, r2)
+    assert len(p.events('connect')) == 1
+    assert len(p.events('auth')) == 1
+    assert len(p.events('message')) == 2
+
+
+def test_password_table_missing_defers(make, world, tmp_path):
+    deliverer, peer = make
+    p = auth_peer(peer, world)
+    d = deliverer(sasl_cf('hash:%s/no-such-table' % tmp_path,
+                          'smtp_sasl_security_options = noanonymous\n'))
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    status, dsn, diag = results[0]
+    assert (status, dsn) == ('deferred', '4.3.0'), results
+    assert diag.startswith('smtp_sasl_password_maps is unavailable: '), results
+    assert auth_cmds(p) == [] and p.events('message') == []
+    assert 'smtp_sasl_password_maps is unavailable' in d.log_text()
