@@ -300,3 +300,16 @@ def test_password_table_missing_defers(make, world, tmp_path):
     assert diag.startswith('smtp_sasl_password_maps is unavailable: '), results
     assert auth_cmds(p) == [] and p.events('message') == []
     assert 'smtp_sasl_password_maps is unavailable' in d.log_text()
+
+
+def test_host_name_is_looked_up_before_the_next_hop(make, world, tmp_path):
+    """Postfix's order: the server's host name, then the next hop as given."""
+    deliverer, peer = make
+    p = auth_peer(peer, world)
+    maps = password_map(tmp_path, {'[mx.peer.example]': 'nexthop@example.org:other',
+                                   'mx.peer.example': 'relay@example.org:' + PASSWORD})
+    d = deliverer('relayhost = [mx.peer.example]\n' +
+                  sasl_cf(maps, 'smtp_sasl_security_options = noanonymous\n'))
+    results, _ = d.deliver(d.message(['a@nosuch.example']))
+    assert results[0][0] == 'relayed', results
+    assert [(e['user'], e['ok']) for e in p.events('auth')] == [('relay@example.org', True)]

@@ -19,7 +19,7 @@
  * mandatory and lets OpenSSL match the certificate against them. SASL:
  * after EHLO (inside TLS when TLS is used), a server that announces AUTH
  * gets AUTH PLAIN or LOGIN when smtp_sasl_password_maps has a password for
- * the next hop or the host (smtp-sasl.c has the encodings); a failure ends
+ * the host or the next hop (smtp-sasl.c has the encodings); a failure ends
  * the session and defers the mail. Left out: BDAT. */
 #include <errno.h>
 #include <fcntl.h>
@@ -1015,11 +1015,12 @@ static void auth_done(SmtpSession *s) {
         s->auth_pass = smtp_sasl_free_secret(s->auth_pass);
 }
 
-/* smtp_sasl_password_maps, as Postfix looks it up: the next hop as given
- * ("[smtp.example.com]:587"), then the server's host name. > 0: found,
- * 0: no password for this server, < 0: the tables failed. */
+/* smtp_sasl_password_maps, in Postfix's order: the server's host name
+ * (an address for a literal next hop), then the next hop as given
+ * ("[smtp.example.com]:587"). > 0: found, 0: no password for this
+ * server, < 0: the tables failed. */
 static int auth_lookup(SmtpSession *s, char **ret_value) {
-        const char *keys[] = {s->job->nexthop_text, s->host};
+        const char *keys[] = {s->host, s->job->nexthop_text};
 
         for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
                 int r;
