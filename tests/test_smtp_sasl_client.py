@@ -313,3 +313,21 @@ def test_host_name_is_looked_up_before_the_next_hop(make, world, tmp_path):
     results, _ = d.deliver(d.message(['a@nosuch.example']))
     assert results[0][0] == 'relayed', results
     assert [(e['user'], e['ok']) for e in p.events('auth')] == [('relay@example.org', True)]
+
+
+def test_lmtp_client_authenticates_with_its_own_parameters(make, world, tmp_path):
+    deliverer, peer = make
+    p = auth_peer(peer, world, port=24)
+    maps = password_map(tmp_path, {'mx.peer.example': 'relay@example.org:' + PASSWORD})
+    # The smtp_ settings do not apply to LMTP.
+    d = deliverer(sasl_cf(maps, 'smtp_sasl_security_options = noanonymous\n'))
+    results, _ = d.deliver(d.message(['a@peer.example']), transport='lmtp',
+                           nexthop='inet:mx.peer.example:24')
+    assert results[0][0] == 'bounced' and '530 5.7.0' in results[0][2], results
+    assert auth_cmds(p) == []
+    d = deliverer('lmtp_sasl_auth_enable = yes\nlmtp_sasl_password_maps = %s\n'
+                  'lmtp_sasl_security_options = noanonymous\n' % maps)
+    results, _ = d.deliver(d.message(['a@peer.example']), transport='lmtp',
+                           nexthop='inet:mx.peer.example:24')
+    assert results[0][0] == 'sent', results
+    assert [(e['mech'], e['ok']) for e in p.events('auth')] == [('PLAIN', True)]
