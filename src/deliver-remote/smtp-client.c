@@ -1043,8 +1043,9 @@ static void auth_fail(SmtpSession *s, const char *dsn, bool hard, const char *te
         session_fail(s, true, dsn, "%s", text);
 }
 
-static int auth_send(SmtpSession *s, const char *prefix, const char *value) {
-        char *b64 = smtp_sasl_base64(value, strlen(value));
+/* Sends prefix and b64 (a base64 secret, taken and wiped; NULL: out of
+ * memory) as one line. */
+static int auth_send(SmtpSession *s, const char *prefix, char *b64) {
         int r;
 
         r = b64 && strbuf_puts(&s->out, prefix) >= 0 && strbuf_puts(&s->out, b64) >= 0 &&
@@ -1123,15 +1124,10 @@ static void session_begin(SmtpSession *s) {
         s->state = SESSION_AUTH;
         s->doing = "performing the SASL authentication";
         s->auth_step = 0;
-        if (s->auth_mech == SMTP_SASL_MECH_PLAIN) {
+        if (s->auth_mech == SMTP_SASL_MECH_PLAIN)
                 /* RFC 4954 4: the initial response saves a round trip. */
-                char *resp = smtp_sasl_plain_response(s->auth_user, s->auth_pass);
-                r = resp && strbuf_puts(&s->out, "AUTH PLAIN ") >= 0 &&
-                    strbuf_puts(&s->out, resp) >= 0 && strbuf_puts(&s->out, "\r\n") >= 0 ? 0 : -ENOMEM;
-                smtp_sasl_free_secret(resp);
-                if (r >= 0)
-                        r = session_send(s) < 0 ? -EIO : 0;
-        } else
+                r = auth_send(s, "AUTH PLAIN ", smtp_sasl_plain_response(s->auth_user, s->auth_pass));
+        else
                 r = session_printf(s, "AUTH LOGIN") < 0 || session_send(s) < 0 ? -EIO : 0;
         if (r < 0) {
                 auth_done(s);
@@ -1157,7 +1153,7 @@ static void on_auth_reply(SmtpSession *s) {
                 /* LOGIN: the user name, then the password, whatever the
                  * prompts say. */
                 const char *v = s->auth_step++ == 0 ? s->auth_user : s->auth_pass;
-                if (auth_send(s, "", v) < 0) {
+                if (auth_send(s, "", smtp_sasl_base64(v, strlen(v))) < 0) {
                         auth_done(s);
                         session_lost(s);
                         return;
