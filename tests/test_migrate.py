@@ -4,6 +4,7 @@ submission, smtps, an extra listening address and a pipe service used as a
 content filter) is migrated with the built posternctl, and the files it
 writes, its report and its exit status are checked; the result must pass
 "posternctl check"."""
+import grp
 import json
 import os
 import shutil
@@ -394,6 +395,41 @@ def test_postscreen_and_conflicting_services(tmp_path):
     assert f'virtual_alias_maps = hash:{out}/virtual\n' in main
     assert (out / 'services.d' / 'smtpd.cf').read_text().endswith(
         '\nsmtpd_helo_required = yes\n')
+
+
+def test_sasl_password_table_readable_by_postern(tmp_path):
+    """Postfix reads smtp_sasl_password_maps as root; postern-deliver-remote
+    runs as postern. The copy of a 0600 table (and of its index) gets group
+    read permission and the group postern, or a next step without it."""
+    pf = tmp_path / 'pf'
+    pf.mkdir()
+    (pf / 'main.cf').write_text('relayhost = [smtp.example.com]:587\n'
+                                'smtp_sasl_auth_enable = yes\n'
+                                f'smtp_sasl_password_maps = hash:{pf}/sasl_passwd\n'
+                                'smtp_tls_security_level = encrypt\n'
+                                f'header_checks = regexp:{pf}/header_checks\n')
+    (pf / 'master.cf').write_text('smtp inet n - y - - smtpd\n')
+    (pf / 'sasl_passwd').write_text('[smtp.example.com]:587 user:secret\n')
+    os.chmod(pf / 'sasl_passwd', 0o600)
+    (pf / 'header_checks').write_text('/^X-Spam: yes/ REJECT\n')
+    os.chmod(pf / 'header_checks', 0o600)
+    out = tmp_path / 'out'
+    r = migrate('--from', str(pf), '--to', str(out))
+    assert r.returncode == 0, r.stdout
+    st = os.stat(out / 'sasl_passwd')
+    assert st.st_mode & 0o777 == 0o640
+    try:
+        gid = grp.getgrnam('postern').gr_gid
+    except KeyError:
+        gid = None
+    if gid is not None:
+        assert st.st_gid == gid
+    else:
+        assert f'chgrp postern {out}/sasl_passwd  # read by postern-deliver-remote as user ' \
+               'postern' in section(r.stdout, 'next steps')
+    # Other private files keep their mode and group.
+    st = os.stat(out / 'header_checks')
+    assert st.st_mode & 0o777 == 0o600 and st.st_gid == os.getgid()
 
 
 @pytest.mark.skipif(not os.access(POSTFIX_POSTMAP, os.X_OK),

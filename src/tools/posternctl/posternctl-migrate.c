@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -72,6 +73,7 @@ typedef struct OutFile {
         char *data;             /* contents to write, or NULL for a copy */
         char *copy_from;        /* source of a copy */
         mode_t mode;
+        bool postern_group;     /* read by a daemon running as postern: group postern, g+r */
         unsigned count;         /* parameters, overrides or listen addresses */
 } OutFile;
 
@@ -304,7 +306,8 @@ static const char *unsupported_hint(const char *name) {
         if (streq(name, "content_filter") || streq(name, "smtpd_proxy_filter"))
                 return "content filters are not supported by postern";
         if (startswith(name, "smtp_sasl_") || startswith(name, "lmtp_sasl_"))
-                return "postern's SMTP client does not authenticate";
+                return "postern's SMTP and LMTP clients take only the SASL parameters "
+                       "postern.conf(5) lists (PLAIN and LOGIN, no Cyrus SASL)";
         return "not supported by postern";
 }
 
@@ -1156,6 +1159,23 @@ static void step_add(Migrate *m, char *s) {
                 m->oom = true;
 }
 
+/* Postfix reads the SASL password tables as root; postern-deliver-remote
+ * reads them as user postern. A copy others may not read gets the group
+ * postern and group read permission (0640 for Postfix's usual 0600), or,
+ * without that group, a next step saying so. */
+static void secret_for_postern(Migrate *m, OutFile *f, const char *param) {
+        if (!streq(param, "smtp_sasl_password_maps") && !streq(param, "lmtp_sasl_password_maps"))
+                return;
+        if (f->mode & S_IROTH)
+                return;
+        f->mode = (f->mode & ~(mode_t) (S_IWGRP | S_IXGRP)) | S_IRGRP;
+        if (getgrnam("postern"))
+                f->postern_group = true;
+        else
+                step_add(m, m_printf(m, "chgrp postern %s/%s  # read by postern-deliver-remote "
+                                        "as user postern", m->to, f->rel));
+}
+
 /* Queues the copy of FROM/rel (and its .db index for indexed tables).
  * Returns 1 when queued, 0 when the file is not there, < 0 when it cannot
  * be read. */
@@ -1182,6 +1202,7 @@ static int copy_add(Migrate *m, const char *rel, const char *type, const char *p
                 free(f->copy_from);
                 f->copy_from = m_strdup(m, src);
                 f->mode = st.st_mode & 07777;
+                secret_for_postern(m, f, param);
         }
         if (!indexed)
                 return 1;
@@ -1199,6 +1220,7 @@ static int copy_add(Migrate *m, const char *rel, const char *type, const char *p
                 free(f->copy_from);
                 f->copy_from = m_strdup(m, db);
                 f->mode = st.st_mode & 07777;
+                secret_for_postern(m, f, param);
         } else if (have_source)
                 step_add(m, m_printf(m, "%s %s:%s/%s", tool, type, m->to, rel));
         else
@@ -1507,6 +1529,11 @@ static int write_files(Migrate *m) {
                                 r = f->copy_from ? copy_file(f->copy_from, dst, f->mode)
                                                  : file_write_atomic(dst, f->data,
                                                                      strlen(f->data), f->mode);
+                        if (r >= 0 && f->postern_group) {
+                                struct group *g = getgrnam("postern");
+                                if (!g || chown(dst, (uid_t) -1, g->gr_gid) < 0)
+                                        r = g ? -errno : -ENOENT;
+                        }
                         if (r < 0) {
                                 fprintf(stderr, "posternctl: error: cannot write %s: %s\n", dst,
                                         strerror(-r));
