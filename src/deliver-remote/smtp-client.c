@@ -92,6 +92,7 @@ struct SmtpSession {
         bool ssl_want_write;
         bool reusing;                   /* taken from the cache, RSET in flight */
         bool broken;                    /* never cache */
+        bool out_secret;                /* out holds an AUTH line: wipe once sent */
         SessionState state;
         const char *doing;              /* "sending RCPT TO", for error texts */
         char *host;
@@ -186,6 +187,8 @@ SmtpSession *smtp_session_free(SmtpSession *s) {
         smtp_reply_done(&s->reply);
         smtp_encoder_done(&s->enc);
         strbuf_done(&s->in);
+        if (s->out_secret && s->out.data)
+                explicit_bzero(s->out.data, s->out.cap);
         strbuf_done(&s->out);
         free(s->cmds);
         free(s->cache_key);
@@ -279,6 +282,10 @@ static int session_send(SmtpSession *s) {
                         }
                 }
                 s->out_off += (size_t) k;
+        }
+        if (s->out_secret && s->out.data) {
+                explicit_bzero(s->out.data, s->out.cap);
+                s->out_secret = false;
         }
         strbuf_clear(&s->out);
         s->out_off = 0;
@@ -1051,6 +1058,7 @@ static int auth_send(SmtpSession *s, const char *prefix, char *b64) {
         r = b64 && strbuf_puts(&s->out, prefix) >= 0 && strbuf_puts(&s->out, b64) >= 0 &&
             strbuf_puts(&s->out, "\r\n") >= 0 ? 0 : -ENOMEM;
         smtp_sasl_free_secret(b64);
+        s->out_secret = true;
         if (r < 0)
                 return r;
         return session_send(s) < 0 ? -EIO : 0;
