@@ -702,6 +702,25 @@ def test_pipelining_and_dsn_passthrough(make):
     assert 'RCPT TO:<b@peer.example> NOTIFY=NEVER' in cmds
 
 
+def test_message_over_the_servers_size_limit_bounces(make):
+    """A server that announces SIZE 1000 does not get a larger message: it
+    bounces 5.3.4 before MAIL, as Postfix does; the SIZE= parameter is the
+    content size."""
+    deliverer, peer = make
+    p = peer(extensions=['PIPELINING', 'SIZE 1000', '8BITMIME'])
+    d = deliverer()
+    big = 'Subject: big\n\n' + 'x' * 70 + '\n'
+    results, _ = d.deliver(d.message(['a@peer.example'], content=big * 30))
+    assert results[0][:2] == ('bounced', '5.3.4'), results
+    assert results[0][2].startswith('message size ') and results[0][2].endswith(
+        ' exceeds size limit 1000 of server mx.peer.example[%s]' % PEER_ADDR), results
+    assert not [e for e in p.events('cmd') if e['line'].startswith('MAIL')]
+    results, _ = d.deliver(d.message(['a@peer.example'], content=big))
+    assert results[0][0] == 'relayed', results
+    mail = [e['line'] for e in p.events('cmd') if e['line'].startswith('MAIL')]
+    assert len(mail) == 1 and mail[0].endswith(' SIZE=%d' % len(big)), mail
+
+
 def test_no_dsn_parameters_without_dsn(make):
     deliverer, peer = make
     p = peer(extensions=['PIPELINING'])
@@ -872,6 +891,19 @@ def test_tls_may_uses_starttls(make, world):
     # The reply carries the TLS facts for the queue manager's log line.
     proto, cipher, trust = d.tls.split(' ')
     assert (proto, trust) == ('TLSv1.3', 'Trusted') and cipher.startswith('TLS_'), d.tls
+
+
+def test_tls_loglevel_zero_logs_no_tls_line(make, world):
+    """smtp_tls_loglevel = 0 keeps the "TLS connection established" line
+    out of the log (the TLS facts still reach the delivery result)."""
+    deliverer, peer = make
+    p = peer(starttls=list(world['ca']['mx.peer.example']))
+    d = deliverer(tls_cf(world, 'may') + 'smtp_tls_loglevel = 0\n')
+    results, _ = d.deliver(d.message(['a@peer.example']))
+    assert results[0][0] == 'relayed', results
+    assert p.events('message')[0]['tls'] is True
+    assert d.tls.startswith('TLSv1.3 '), d.tls
+    assert 'TLS connection established' not in d.log_text()
 
 
 def test_tls_may_without_starttls_is_plaintext(make, world):
