@@ -6,6 +6,7 @@
  * 8-bit bytes unless the client declared SMTPUTF8. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -329,4 +330,318 @@ int addr_xtext_decode(const char *s, char **ret) {
 bool addr_xtext_valid(const char *s) {
         _cleanup_free_ char *d = NULL;
         return addr_xtext_decode(s, &d) == 0;
+}
+
+int addr_xtext_encode(const char *s, char **ret) {
+        _cleanup_(strbuf_done) StrBuf b = {0};
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+                int r = c < 33 || c > 126 || c == '+' || c == '='
+                                ? strbuf_printf(&b, "+%02X", c)
+                                : strbuf_putc(&b, (char) c);
+                if (r < 0)
+                        return -ENOMEM;
+        }
+        *ret = strbuf_steal(&b);
+        return *ret ? 0 : -ENOMEM;
+}
+
+char *addr_quote_local(const char *addr) {
+        _cleanup_(strbuf_done) StrBuf b = {0};
+        const char *at = strrchr(addr, '@'), *domain = at ? at + 1 : NULL;
+        size_t n = domain ? (size_t) (domain - 1 - addr) : strlen(addr);
+        bool quote = n == 0 || addr[0] == '.' || addr[n - 1] == '.';
+
+        for (size_t i = 0; i < n && !quote; i++) {
+                unsigned char c = (unsigned char) addr[i];
+                quote = !(is_atext(c) || c >= 0x80 || (c == '.' && addr[i + 1] != '.'));
+        }
+        if (!quote)
+                return strdup(addr);
+        if (strbuf_putc(&b, '"') < 0)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                if (((addr[i] == '"' || addr[i] == '\\') && strbuf_putc(&b, '\\') < 0) ||
+                    strbuf_putc(&b, addr[i]) < 0)
+                        return NULL;
+        if (strbuf_putc(&b, '"') < 0 || (domain && strbuf_printf(&b, "@%s", domain) < 0))
+                return NULL;
+        return strbuf_steal(&b);
+}
+
+/* --- RFC 5322 address lists in headers ------------------------------------ */
+
+typedef enum HdrTokType {
+        HTOK_ATOM,
+        HTOK_QSTR,
+        HTOK_DLIT,
+        HTOK_SPECIAL,
+        HTOK_COMMENT,
+} HdrTokType;
+
+typedef struct HdrTok {
+        HdrTokType type;
+        char c;                 /* the character of a special */
+        size_t start, end;
+} HdrTok;
+
+static bool hdr_special(unsigned char c) {
+        return strchr("()<>@,;:\".[]", c) != NULL;
+}
+
+static bool hdr_space(unsigned char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Splits [s, s+len) into tokens. -EINVAL for an unterminated quoted string,
+ * comment or domain literal, or a control character. */
+static int hdr_tokenize(const char *s, size_t len, HdrTok **ret, size_t *ret_n) {
+        _cleanup_free_ HdrTok *t = NULL;
+        size_t n = 0, cap = 0, i = 0;
+
+        while (i < len) {
+                unsigned char c = (unsigned char) s[i];
+                HdrTok tok = {.start = i};
+
+                if (hdr_space(c)) {
+                        i++;
+                        continue;
+                }
+                if (c < 32 || c == 127)
+                        return -EINVAL;
+                if (c == '(') {
+                        unsigned depth = 0;
+                        tok.type = HTOK_COMMENT;
+                        for (; i < len; i++) {
+                                if (s[i] == '\\' && i + 1 < len)
+                                        i++;
+                                else if (s[i] == '(')
+                                        depth++;
+                                else if (s[i] == ')' && --depth == 0)
+                                        break;
+                        }
+                        if (i >= len)
+                                return -EINVAL;
+                        i++;
+                } else if (c == '"' || c == '[') {
+                        char close = c == '"' ? '"' : ']';
+                        tok.type = c == '"' ? HTOK_QSTR : HTOK_DLIT;
+                        for (i++; i < len && s[i] != close; i++)
+                                if (s[i] == '\\' && i + 1 < len)
+                                        i++;
+                        if (i >= len)
+                                return -EINVAL;
+                        i++;
+                } else if (hdr_special(c)) {
+                        if (c == ')' || c == ']')
+                                return -EINVAL;
+                        tok.type = HTOK_SPECIAL;
+                        tok.c = (char) c;
+                        i++;
+                } else {
+                        tok.type = HTOK_ATOM;
+                        while (i < len && !hdr_space((unsigned char) s[i]) &&
+                               !hdr_special((unsigned char) s[i]) &&
+                               !((unsigned char) s[i] < 32 || s[i] == 127))
+                                i++;
+                }
+                tok.end = i;
+                if (n == cap) {
+                        HdrTok *nt = reallocarray(t, cap ? cap * 2 : 16, sizeof(HdrTok));
+                        if (!nt)
+                                return -ENOMEM;
+                        t = nt;
+                        cap = cap ? cap * 2 : 16;
+                }
+                t[n++] = tok;
+        }
+        *ret = steal_ptr(t);
+        *ret_n = n;
+        return 0;
+}
+
+static bool tok_is(const HdrTok *t, char c) {
+        return t->type == HTOK_SPECIAL && t->c == c;
+}
+
+/* Parses the addr-spec in tokens [a, b) (comments among them). Adds an
+ * item, or nothing when it is empty or has a comment inside. */
+static int hdr_addr_spec(const char *s, const HdrTok *t, size_t a, size_t b, AddrHeaderItem **items,
+                         size_t *n) {
+        _cleanup_(strbuf_done) StrBuf out = {0};
+        size_t first = SIZE_MAX, last = 0;
+        bool inner_comment = false, in_domain = false, last_word = false, have_domain = false;
+        AddrHeaderItem *ni;
+
+        for (size_t i = a; i < b; i++)
+                if (t[i].type != HTOK_COMMENT) {
+                        if (first == SIZE_MAX)
+                                first = i;
+                        last = i;
+                }
+        if (first == SIZE_MAX)
+                return 0;
+        for (size_t i = first; i <= last; i++) {
+                const HdrTok *k = &t[i];
+                int r = 0;
+                if (k->type == HTOK_COMMENT) {
+                        inner_comment = true;
+                        continue;
+                }
+                if (tok_is(k, '@')) {
+                        if (in_domain || i == first)
+                                return -EINVAL;
+                        in_domain = true;
+                        last_word = false;
+                        r = strbuf_putc(&out, '@');
+                } else if (tok_is(k, '.')) {
+                        last_word = false;
+                        r = strbuf_putc(&out, '.');
+                } else if (k->type == HTOK_ATOM || (k->type == HTOK_QSTR && !in_domain) ||
+                           (k->type == HTOK_DLIT && in_domain && !have_domain)) {
+                        if (last_word)
+                                return -EINVAL;         /* "John Smith" without <> */
+                        last_word = true;
+                        if (in_domain && k->type == HTOK_DLIT && i != last)
+                                return -EINVAL;
+                        have_domain |= in_domain;
+                        if (k->type == HTOK_QSTR) {
+                                for (size_t j = k->start + 1; j + 1 < k->end && r >= 0; j++) {
+                                        if (s[j] == '\\')
+                                                j++;
+                                        r = strbuf_putc(&out, s[j]);
+                                }
+                        } else
+                                r = strbuf_append(&out, s + k->start, k->end - k->start);
+                } else
+                        return -EINVAL;
+                if (r < 0)
+                        return -ENOMEM;
+        }
+        if (in_domain && !have_domain)
+                return -EINVAL;
+        if (inner_comment)
+                return 0;               /* left alone: the comment would be lost */
+        ni = reallocarray(*items, *n + 1, sizeof(AddrHeaderItem));
+        if (!ni)
+                return -ENOMEM;
+        *items = ni;
+        ni[*n] = (AddrHeaderItem) {
+                .start = t[first].start,
+                .len = t[last].end - t[first].start,
+                .addr = strbuf_steal(&out),
+        };
+        if (!ni[*n].addr)
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
+/* One mailbox: tokens [a, b). */
+static int hdr_mailbox(const char *s, const HdrTok *t, size_t a, size_t b, AddrHeaderItem **items,
+                       size_t *n) {
+        size_t lt = SIZE_MAX, gt = SIZE_MAX;
+
+        for (size_t i = a; i < b; i++) {
+                if (tok_is(&t[i], '<')) {
+                        if (lt != SIZE_MAX)
+                                return -EINVAL;
+                        lt = i;
+                } else if (tok_is(&t[i], '>')) {
+                        if (lt == SIZE_MAX || gt != SIZE_MAX)
+                                return -EINVAL;
+                        gt = i;
+                } else if (gt != SIZE_MAX && t[i].type != HTOK_COMMENT)
+                        return -EINVAL;         /* something after <...> */
+        }
+        if (lt == SIZE_MAX)
+                return hdr_addr_spec(s, t, a, b, items, n);
+        if (gt == SIZE_MAX)
+                return -EINVAL;
+        a = lt + 1;
+        /* An obsolete source route "<@a,@b:user@domain>". */
+        for (size_t i = a; i < gt; i++) {
+                if (t[i].type == HTOK_COMMENT)
+                        continue;
+                if (tok_is(&t[i], '@')) {
+                        while (i < gt && !tok_is(&t[i], ':'))
+                                i++;
+                        if (i >= gt)
+                                return -EINVAL;
+                        a = i + 1;
+                }
+                break;
+        }
+        return hdr_addr_spec(s, t, a, gt, items, n);
+}
+
+void addr_header_items_free(AddrHeaderItem *items, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(items[i].addr);
+        free(items);
+}
+
+int addr_header_parse(const char *s, size_t len, AddrHeaderItem **ret, size_t *ret_n) {
+        _cleanup_free_ HdrTok *t = NULL;
+        AddrHeaderItem *items = NULL;
+        size_t n_tok = 0, n = 0, start = 0;
+        bool angle = false, group = false, has_angle = false;
+        int r;
+
+        r = hdr_tokenize(s, len, &t, &n_tok);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i <= n_tok; i++) {
+                bool end = i == n_tok;
+                if (!end && tok_is(&t[i], '<')) {
+                        angle = has_angle = true;
+                        continue;
+                }
+                if (!end && tok_is(&t[i], '>')) {
+                        angle = false;
+                        continue;
+                }
+                if (angle && !end)
+                        continue;
+                if (!end && tok_is(&t[i], ':')) {
+                        /* "display-name:" opens a group. */
+                        if (group || has_angle) {
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        for (size_t k = start; k < i; k++)
+                                if (t[k].type != HTOK_ATOM && t[k].type != HTOK_QSTR &&
+                                    t[k].type != HTOK_COMMENT && !tok_is(&t[k], '.')) {
+                                        r = -EINVAL;
+                                        goto fail;
+                                }
+                        group = true;
+                        start = i + 1;
+                        continue;
+                }
+                if (!end && !tok_is(&t[i], ',') && !tok_is(&t[i], ';'))
+                        continue;
+                if (!end && tok_is(&t[i], ';')) {
+                        if (!group) {
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        group = false;
+                }
+                if (angle) {
+                        r = -EINVAL;
+                        goto fail;
+                }
+                r = hdr_mailbox(s, t, start, i, &items, &n);
+                if (r < 0)
+                        goto fail;
+                start = i + 1;
+                has_angle = false;
+        }
+        *ret = items;
+        *ret_n = n;
+        return 0;
+fail:
+        addr_header_items_free(items, n);
+        return r;
 }

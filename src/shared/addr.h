@@ -51,3 +51,31 @@ bool addr_domain_valid(const char *s, size_t len, bool allow_8bit);
 int addr_xtext_decode(const char *s, char **ret);
 /* Whether s is valid xtext. */
 bool addr_xtext_valid(const char *s);
+/* Encodes s as RFC 3461 xtext ("a+b" -> "a+2Bb") into a new string (caller
+ * frees). Returns 0 or -ENOMEM. */
+int addr_xtext_encode(const char *s, char **ret);
+
+/* The external form of an internal address (local part unquoted, domain
+ * after the last "@"): the
+ * local part in double quotes when it is not a dot-atom ("a b"@x). A new
+ * string, NULL when out of memory. */
+char *addr_quote_local(const char *addr);
+
+/* One address of an RFC 5322 address list in a header (From:, To:, ...):
+ * the addr-spec's place in the parsed text and the address in internal
+ * form (quotes of the local part removed, comments and blanks dropped;
+ * "user" when it has no domain). */
+typedef struct AddrHeaderItem {
+        size_t start, len;
+        char *addr;
+} AddrHeaderItem;
+
+/* Parses the header value [s, s+len) (folded lines allowed) as an address
+ * list: display names, angle brackets, comments, quoted strings, groups
+ * ("name: a, b;"), obsolete source routes. Empty elements and "<>" yield no
+ * item; an addr-spec with a comment inside yields none either (it could
+ * not be replaced without losing the comment). Returns 0 with the items in
+ * *ret (addr_header_items_free()), -EINVAL when the text is not an address
+ * list, -ENOMEM. */
+int addr_header_parse(const char *s, size_t len, AddrHeaderItem **ret, size_t *ret_n);
+void addr_header_items_free(AddrHeaderItem *items, size_t n);

@@ -120,5 +120,74 @@ static void test_xtext(void) {
         CHECK(addr_xtext_valid("QQ314159"));
 }
 
+static void test_xtext_encode(void) {
+        _cleanup_free_ char *a = NULL, *b = NULL;
+        CHECK_INT(addr_xtext_encode("a+b=c d@x", &a), 0);
+        CHECK_STR(a, "a+2Bb+3Dc+20d@x");
+        CHECK_INT(addr_xtext_decode(a, &b), 0);
+        CHECK_STR(b, "a+b=c d@x");
+}
+
+static void test_quote_local(void) {
+        _cleanup_free_ char *a = addr_quote_local("john.doe@example.com"),
+                            *b = addr_quote_local("john doe@example.com"),
+                            *c = addr_quote_local("a\"b@x"), *d = addr_quote_local("a..b@x"),
+                            *e = addr_quote_local("user");
+        CHECK_STR(a, "john.doe@example.com");
+        CHECK_STR(b, "\"john doe\"@example.com");
+        CHECK_STR(c, "\"a\\\"b\"@x");
+        CHECK_STR(d, "\"a..b\"@x");
+        CHECK_STR(e, "user");
+}
+
+/* Parses value and renders "addr[start,len]" items joined by "|", or the
+ * error code. */
+static void check_hdr(const char *value, const char *want) {
+        _cleanup_(strbuf_done) StrBuf b = {0};
+        AddrHeaderItem *items = NULL;
+        size_t n = 0;
+        int r = addr_header_parse(value, strlen(value), &items, &n);
+        if (r < 0)
+                (void) strbuf_printf(&b, "error %d", r);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                CHECK_INT(strncmp(value + items[i].start, items[i].addr, 0), 0);
+                (void) strbuf_printf(&b, "%s%s=%.*s", i ? "|" : "", items[i].addr,
+                                     (int) items[i].len, value + items[i].start);
+        }
+        addr_header_items_free(items, n);
+        CHECK_STR(strempty(b.data), want);
+        if (!streq(strempty(b.data), want))
+                fprintf(stderr, "  input: %s\n", value);
+}
+
+static void test_header_list(void) {
+        check_hdr(" user@example.com", "user@example.com=user@example.com");
+        check_hdr(" John Doe <john@example.com>, \"Doe, Jane\" <jane@example.com>",
+                  "john@example.com=john@example.com|jane@example.com=jane@example.com");
+        check_hdr(" john@example.com (John Doe)", "john@example.com=john@example.com");
+        check_hdr(" \"john doe\"@example.com", "john doe@example.com=\"john doe\"@example.com");
+        check_hdr(" (c) <a@b.example> (d),\n\tc@d.example",
+                  "a@b.example=a@b.example|c@d.example=c@d.example");
+        check_hdr(" friends: a@x.example, B <b@y.example>;, c@z.example",
+                  "a@x.example=a@x.example|b@y.example=b@y.example|c@z.example=c@z.example");
+        check_hdr(" undisclosed-recipients:;", "");
+        check_hdr(" <@relay.example:user@example.com>", "user@example.com=user@example.com");
+        check_hdr(" user", "user=user");
+        check_hdr(" a@[192.0.2.1]", "a@[192.0.2.1]=a@[192.0.2.1]");
+        check_hdr(" <>", "");
+        check_hdr(" a@x.example,", "a@x.example=a@x.example");
+        /* A comment inside the addr-spec: the address is left alone. */
+        check_hdr(" a(c)@x.example, b@y.example", "b@y.example=b@y.example");
+        check_hdr(" John Smith", "error -22");
+        check_hdr(" <a@x.example", "error -22");
+        check_hdr(" a@x.example>", "error -22");
+        check_hdr(" \"unterminated@x", "error -22");
+        check_hdr(" (unterminated a@x", "error -22");
+        check_hdr(" a@", "error -22");
+        check_hdr(" @x.example", "error -22");
+        check_hdr(" a@x.example; b@y", "error -22");
+        check_hdr(" g: a@x, h: b@y;", "error -22");
+}
+
 TEST_MAIN(test_basic, test_route_and_dot, test_quoted, test_literal, test_8bit, test_long,
-          test_domain_helpers, test_xtext)
+          test_domain_helpers, test_xtext, test_xtext_encode, test_quote_local, test_header_list)
