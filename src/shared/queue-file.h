@@ -44,6 +44,11 @@ enum {
         QUEUE_FLAG_DELAY_WARNED = 1 << 1, /* the delay warning was sent */
         QUEUE_FLAG_REQUEUE = 1 << 2,    /* postsuper -r: resolve and expand again */
         QUEUE_FLAG_ALIAS_ERROR = 1 << 3, /* an alias expansion failed: expand again */
+        QUEUE_FLAG_CANONICAL = 1 << 4,  /* canonical mapping was applied (qmgr) */
+        QUEUE_FLAG_REMOTE_HEADERS = 1 << 5, /* the client did not match
+                                         * local_header_rewrite_clients: its
+                                         * headers are rewritten only with
+                                         * remote_header_rewrite_domain */
 };
 /* File offset and width of the flags field in the header, for
  * queue_file_set_flags(). */

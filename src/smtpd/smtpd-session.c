@@ -700,12 +700,11 @@ static int on_header(void *userdata, const char *raw, size_t len, const char *un
         return 0;
 }
 
-/* always_add_missing_headers, or the client matches
- * local_header_rewrite_clients. */
-static bool add_missing_headers(SmtpSession *s) {
+/* The client matches local_header_rewrite_clients. */
+static bool header_rewrite_local(SmtpSession *s) {
         unsigned m = S(s)->header_rewrite_clients;
 
-        if (S(s)->always_add_missing_headers || (m & SMTPD_REWRITE_ALL))
+        if (m & SMTPD_REWRITE_ALL)
                 return true;
         if ((m & SMTPD_REWRITE_SASL) && s->sasl_username)
                 return true;
@@ -715,6 +714,12 @@ static bool add_missing_headers(SmtpSession *s) {
                 return true;
         return (m & SMTPD_REWRITE_INET_INTERFACES) && S(s)->own_addresses &&
                addr_is_own_address(S(s)->own_addresses, &s->addr);
+}
+
+/* always_add_missing_headers, or the client matches
+ * local_header_rewrite_clients. */
+static bool add_missing_headers(SmtpSession *s) {
+        return S(s)->always_add_missing_headers || header_rewrite_local(s);
 }
 
 static int on_end_of_headers(void *userdata) {
@@ -903,6 +908,8 @@ static void message_commit(SmtpSession *s) {
                 }
         }
         t->env.flags = t->hold ? QUEUE_FLAG_HOLD : 0;
+        if (!header_rewrite_local(s))
+                t->env.flags |= QUEUE_FLAG_REMOTE_HEADERS;     /* for canonical mapping */
         r = queue_writer_finish(t->writer, &t->env);
         if (r < 0) {
                 log_warning("%s: queue file write error: %s", t->queue_id, strerror(-r));
