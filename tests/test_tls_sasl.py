@@ -762,3 +762,163 @@ def test_session_resumption_by_ticket(env):
         assert t.recv(1000).startswith(b'220 ')
         assert t.session_reused
     s.wait_log('(resumed)')
+
+
+# smtpd_sender_login_maps: which SASL logins own which sender addresses.
+# Keys as Postfix looks them up: user@domain (also without the address
+# extension), the bare local part for a local domain, then @domain.
+LOGIN_MAP = '''\
+alice@example.test      alice
+shared@example.test     alice, bob
+info@remote.example     ALICE
+postmaster              bob
+@team.example           bob
+'''
+
+
+def login_server(env, restriction, extra=''):
+    path = os.path.join(env.tmp, 'sender_logins')
+    with open(path, 'w') as f:
+        f.write(LOGIN_MAP)
+    return env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                    'recipient_delimiter = +\n'
+                    'smtpd_sender_login_maps = texthash:%s\n'
+                    'smtpd_sender_restrictions = %s\n' % (path, restriction) + extra)
+
+
+def rcpt_as(s, sender, user=None, rcpt='user@example.test'):
+    """The replies to MAIL FROM and RCPT TO from a client logged in as user
+    (None: not authenticated)."""
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    c.cmd('EHLO client.example.org')
+    if user:
+        assert c.auth_plain(user, USERS[user]) == ['235 2.7.0 Authentication successful']
+    mail = c.cmd('MAIL FROM:<%s>' % sender)
+    r = c.cmd('RCPT TO:<%s>' % rcpt) if mail == ['250 2.1.0 Ok'] else None
+    c.cmd('QUIT')
+    c.close()
+    return mail, r
+
+
+def not_owned(sender, user):
+    return ['553 5.7.1 <%s>: Sender address rejected: not owned by user %s' % (sender, user)]
+
+
+def not_logged_in(sender):
+    return ['553 5.7.1 <%s>: Sender address rejected: not logged in' % sender]
+
+
+@needs_dovecot
+def test_reject_sender_login_mismatch(env):
+    """An authenticated user sends only as the addresses the table gives
+    them; an address that has an owner needs a login."""
+    s = login_server(env, 'reject_sender_login_mismatch')
+    ok = ['250 2.1.5 Ok']
+    # The owner, also with an extension, another case, or a shared address.
+    for sender in ('alice@example.test', 'alice+lists@example.test', 'Alice@Example.TEST',
+                   'shared@example.test', 'info@remote.example'):
+        assert rcpt_as(s, sender, 'alice')[1] == ok, sender
+    # Somebody else's address, by full key, by local part, by @domain, and
+    # an address the table does not list at all.
+    for sender in ('bob@team.example', 'postmaster@example.test', 'stranger@remote.example'):
+        assert rcpt_as(s, sender, 'alice')[1] == not_owned(sender, 'alice'), sender
+    assert rcpt_as(s, 'anyone@team.example', 'bob')[1] == ok
+    assert rcpt_as(s, 'postmaster@example.test', 'bob')[1] == ok
+    assert rcpt_as(s, 'postmaster@mx.example.test', 'bob')[1] == ok
+    assert rcpt_as(s, 'shared@example.test', 'bob')[1] == ok
+    # The bare local part stands for local domains only.
+    assert rcpt_as(s, 'postmaster@remote.example', 'bob')[1] == \
+        not_owned('postmaster@remote.example', 'bob')
+    # Without a login: owned addresses are refused, others and <> pass.
+    assert rcpt_as(s, 'alice@example.test')[1] == not_logged_in('alice@example.test')
+    assert rcpt_as(s, 'x@team.example')[1] == not_logged_in('x@team.example')
+    assert rcpt_as(s, 'stranger@remote.example')[1] == ok
+    assert rcpt_as(s, '')[1] == ok
+    s.wait_log('reject: RCPT from localhost[127.0.0.1]: 553 5.7.1 <bob@team.example>: '
+               'Sender address rejected: not owned by user alice')
+
+
+@needs_dovecot
+@pytest.mark.parametrize('restriction, owner, foreign, unknown, anonymous', [
+    # Whether each variant lets through: alice sending as alice, alice as
+    # bob's address, alice as an address nobody owns, no login as alice.
+    ('reject_authenticated_sender_login_mismatch', True, False, False, True),
+    ('reject_known_sender_login_mismatch', True, False, True, False),
+    ('reject_unauthenticated_sender_login_mismatch', True, True, True, False),
+])
+def test_sender_login_mismatch_variants(env, restriction, owner, foreign, unknown, anonymous):
+    s = login_server(env, restriction)
+    ok = ['250 2.1.5 Ok']
+
+    def expect(passes, refusal):
+        return ok if passes else refusal
+    assert rcpt_as(s, 'alice@example.test', 'alice')[1] == expect(owner, None)
+    assert rcpt_as(s, 'bob@team.example', 'alice')[1] == \
+        expect(foreign, not_owned('bob@team.example', 'alice'))
+    assert rcpt_as(s, 'stranger@remote.example', 'alice')[1] == \
+        expect(unknown, not_owned('stranger@remote.example', 'alice'))
+    assert rcpt_as(s, 'alice@example.test')[1] == \
+        expect(anonymous, not_logged_in('alice@example.test'))
+
+
+@needs_dovecot
+def test_sender_login_mismatch_at_mail_without_delay(env):
+    """smtpd_delay_reject = no: the sender restrictions answer MAIL FROM;
+    smtplib sees the refusal and then sends as its own address."""
+    s = login_server(env, 'reject_sender_login_mismatch', 'smtpd_delay_reject = no\n')
+    with smtplib.SMTP('127.0.0.1', s.port) as smtp:
+        smtp.starttls(context=client_context())
+        smtp.ehlo('client.example.org')
+        smtp.login('bob', 'secret-b')
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            smtp.sendmail('alice@example.test', ['someone@remote.example'], MSG)
+        assert e.value.smtp_code == 553
+        assert e.value.smtp_error == (b'5.7.1 <alice@example.test>: Sender address rejected: '
+                                      b'not owned by user bob')
+        smtp.sendmail('bob@team.example', ['someone@remote.example'], MSG)
+    qids = s.queue_files()
+    assert len(qids) == 1
+    _, _, envelope = s.read_queue_file(qids[0])
+    assert envelope['sender'] == 'bob@team.example'
+    assert envelope['sasl_username'] == 'bob'
+
+
+@needs_dovecot
+def test_sender_login_maps_table_missing_defers(env):
+    """A table that does not open is never read as "no owner": the check
+    answers 451 4.3.0 (Postfix's temporary lookup failure)."""
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'smtpd_sender_login_maps = texthash:/nonexistent/sender_logins\n'
+                 'smtpd_sender_restrictions = reject_sender_login_mismatch\n')
+    assert rcpt_as(s, 'alice@example.test', 'alice')[1] == [
+        '451 4.3.0 <alice@example.test>: Temporary lookup failure']
+
+
+def man_example(name):
+    """Example NAME of postern-smtpd(8), without its roff requests."""
+    from test_man_examples import examples
+    from common import SRC_DIR
+    text = examples(os.path.join(SRC_DIR, 'man', 'postern-smtpd.8'))[name]
+    return ''.join(line + '\n' for line in text.splitlines() if not line.startswith('.'))
+
+
+@needs_dovecot
+def test_man_page_submission_sender_ownership(env):
+    """The example of postern-smtpd(8): the shipped submission.cf with the
+    two lines added and the table shown; alice sends as herself and as
+    sales@, not as carol's domain."""
+    path = os.path.join(env.tmp, 'sender_logins')
+    with open(path, 'w') as f:
+        f.write(man_example('sender_logins'))
+    added = man_example('submission sender ownership')
+    assert '/etc/postern/sender_logins' in added
+    s = env.make(service='submission', service_cf=shipped('services.d/submission.cf') +
+                 added.replace('/etc/postern/sender_logins', path))
+    assert rcpt_as(s, 'alice@example.com', 'alice', rcpt='x@remote.example')[1] == \
+        ['250 2.1.5 Ok']
+    assert rcpt_as(s, 'sales@example.com', 'bob', rcpt='x@remote.example')[1] == \
+        ['250 2.1.5 Ok']
+    assert rcpt_as(s, 'news@shop.example.com', 'alice', rcpt='x@remote.example')[1] == \
+        not_owned('news@shop.example.com', 'alice')

@@ -10,9 +10,14 @@
  * Entry points: restrict_engine_new(), restrict_session_new(),
  * restrict_eval_start(). Replies, DSN codes and texts follow Postfix's
  * smtpd_check.c. Left out: permit_mx_backup, reject_unverified_*,
- * permit_tls_clientcerts, check_*_{mx,ns}_access and
- * reject_sender_login_mismatch (configurations naming them get a
- * configuration error rather than silent acceptance). */
+ * permit_tls_clientcerts and check_*_{mx,ns}_access (configurations naming
+ * them get a configuration error rather than silent acceptance).
+ *
+ * The sender login checks (reject_*sender_login_mismatch) look the MAIL
+ * FROM address up in smtpd_sender_login_maps as Postfix's mail_addr_find()
+ * does: user@domain, user@domain without the address extension, the local
+ * part alone when the domain is $myorigin or a local domain, then
+ * @domain. The value lists the SASL login names that own the address. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -68,6 +73,10 @@ typedef enum Kind {
         K_CHECK_SENDER_ACCESS,
         K_CHECK_RCPT_ACCESS,
         K_CHECK_POLICY,
+        K_REJECT_SENDER_LOGIN_MISMATCH,
+        K_REJECT_AUTH_SENDER_LOGIN_MISMATCH,
+        K_REJECT_KNOWN_SENDER_LOGIN_MISMATCH,
+        K_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH,
         K_CLASS,
 } Kind;
 
@@ -117,6 +126,12 @@ static const struct {
         {"check_sender_access", K_CHECK_SENDER_ACCESS, true},
         {"check_recipient_access", K_CHECK_RCPT_ACCESS, true},
         {"check_policy_service", K_CHECK_POLICY, true},
+        {"reject_sender_login_mismatch", K_REJECT_SENDER_LOGIN_MISMATCH, false},
+        {"reject_authenticated_sender_login_mismatch", K_REJECT_AUTH_SENDER_LOGIN_MISMATCH,
+         false},
+        {"reject_known_sender_login_mismatch", K_REJECT_KNOWN_SENDER_LOGIN_MISMATCH, false},
+        {"reject_unauthenticated_sender_login_mismatch", K_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH,
+         false},
 };
 
 typedef struct Elem {
@@ -180,6 +195,9 @@ struct RestrictEngine {
         char *rbl_reply;
         size_t rbl_reply_table;
         bool have_rbl_reply_maps;
+        MapList *login_maps;    /* smtpd_sender_login_maps, NULL when empty */
+        int login_maps_error;
+        char *myorigin;
         char *delimiter;
         char *null_key;
         uint64_t policy_timeout;
@@ -744,6 +762,25 @@ int restrict_engine_new(Config *c, Diag *diags, RestrictEngine **ret) {
                         en->have_rbl_reply_maps = true;
                 }
         }
+        {
+                char * const *specs = conf_get_list(c, P_SMTPD_SENDER_LOGIN_MAPS);
+                if (specs && specs[0]) {
+                        r = map_list_open(specs, MAP_FLAG_FOLD_KEYS, en->diags, &en->login_maps);
+                        if (r == -ENOMEM)
+                                goto fail;
+                        if (r < 0) {
+                                /* Lookups defer until the tables open. */
+                                diag_error(en->diags, NULL, 0, "smtpd_sender_login_maps: cannot "
+                                           "open the tables: %s", strerror(-r));
+                                en->login_maps_error = -EIO;
+                        }
+                }
+                en->myorigin = strdup(strempty(conf_get_str(c, P_MYORIGIN)));
+                if (!en->myorigin) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
         en->diags = NULL;
         diag_done(&local);
         *ret = steal_ptr(en);
@@ -780,6 +817,8 @@ RestrictEngine *restrict_engine_unref(RestrictEngine *en) {
         free(en->null_key);
         free(en->policy_default);
         free(en->policy_context);
+        map_list_free(en->login_maps);
+        free(en->myorigin);
         conf_unref(en->config);
         free(en);
         return NULL;
@@ -2064,6 +2103,159 @@ static int check_unlisted(RestrictEval *e, const Elem *el, const char *addr, boo
                             strempty(table), table ? " table" : "");
 }
 
+/* ---- sender address ownership (smtpd_sender_login_maps) ---- */
+
+static int login_try(RestrictEval *e, const char *key, char **ret) {
+        int r = map_list_lookup(e->en->login_maps, key, ret);
+        if (r > 0 && !*ret && !(*ret = strdup("")))
+                return -ENOMEM;
+        return r;
+}
+
+/* The SASL login names that own sender: > 0 with *ret (the table value,
+ * caller frees), 0 when no key is listed, < 0 when a table failed. */
+static int login_owners(RestrictEval *e, const char *sender, char **ret) {
+        RestrictEngine *en = e->en;
+        _cleanup_free_ char *local = NULL, *noext = NULL, *key = NULL;
+        AddrResolved res = {0};
+        const char *dom;
+        size_t n;
+        bool is_local;
+        int r;
+
+        if (en->login_maps_error)
+                return en->login_maps_error;
+        if (en->ac_error)
+                return en->ac_error;
+        /* As Postfix, the address as trivial-rewrite resolves it: a bare
+         * local part gets @$myorigin. */
+        r = addr_resolve(en->ac, sender, &res);
+        if (r < 0)
+                return r;
+        key = strdup(res.address);
+        is_local = res.klass == ADDR_CLASS_LOCAL ||
+                   (res.domain[0] && strcaseeq(res.domain, en->myorigin));
+        addr_resolved_done(&res);
+        if (!key)
+                return -ENOMEM;
+        ascii_strlower(key);
+        dom = addr_domain(key);
+        local = dom ? strndup(key, (size_t) (dom - 1 - key)) : strdup(key);
+        if (!local)
+                return -ENOMEM;
+        n = isempty(en->delimiter) ? strlen(local) : strcspn(local, en->delimiter);
+        if (n > 0 && n < strlen(local) && !(noext = strndup(local, n)))
+                return -ENOMEM;
+
+        r = login_try(e, key, ret);
+        if (r != 0)
+                return r;
+        if (noext && dom) {
+                _cleanup_free_ char *k = strdup_printf("%s@%s", noext, dom);
+                if (!k)
+                        return -ENOMEM;
+                r = login_try(e, k, ret);
+                if (r != 0)
+                        return r;
+        }
+        if (is_local) {
+                r = login_try(e, local, ret);
+                if (r != 0)
+                        return r;
+                if (noext) {
+                        r = login_try(e, noext, ret);
+                        if (r != 0)
+                                return r;
+                }
+        }
+        if (dom) {
+                _cleanup_free_ char *k = strdup_printf("@%s", dom);
+                if (!k)
+                        return -ENOMEM;
+                return login_try(e, k, ret);
+        }
+        return 0;
+}
+
+/* Whether login is one of the names in owners (separated by commas and
+ * blanks), compared without case as Postfix does. */
+static bool login_listed(const char *owners, const char *login) {
+        for (const char *p = owners; *p;) {
+                size_t n;
+                p += strspn(p, ", \t\r\n");
+                n = strcspn(p, ", \t\r\n");
+                if (n > 0 && strlen(login) == n && strncasecmp(p, login, n) == 0)
+                        return true;
+                p += n;
+        }
+        return false;
+}
+
+/* reject_sender_login_mismatch and its three variants (Postfix 2.1 and
+ * 2.11): an authenticated client must own the sender address (the
+ * authenticated check; "known" only when the address has an owner at
+ * all), an unauthenticated client must not use an address that has an
+ * owner. */
+static int check_login_mismatch(RestrictEval *e, const Elem *el) {
+        _cleanup_free_ char *owners = NULL;
+        bool auth_check, unauth_check, allow_unknown = false;
+        int r;
+
+        switch (el->kind) {
+        case K_REJECT_SENDER_LOGIN_MISMATCH:
+                auth_check = unauth_check = true;
+                break;
+        case K_REJECT_AUTH_SENDER_LOGIN_MISMATCH:
+                auth_check = true;
+                unauth_check = false;
+                break;
+        case K_REJECT_KNOWN_SENDER_LOGIN_MISMATCH:
+                auth_check = unauth_check = allow_unknown = true;
+                break;
+        default:
+                auth_check = false;
+                unauth_check = true;
+                break;
+        }
+        if (isempty(e->sender)) {
+                trace(e, el, e->sender ? "no match (null sender)" : "no match (no sender yet)");
+                return STEP_DUNNO;
+        }
+        if (!e->en->login_maps && !e->en->login_maps_error) {
+                trace(e, el, "no match (smtpd_sender_login_maps is empty)");
+                return STEP_DUNNO;
+        }
+        if (e->sasl_username ? !auth_check : !unauth_check) {
+                trace(e, el, e->sasl_username ? "no match (authenticated as %s)"
+                                              : "no match (not authenticated)%s",
+                      strempty(e->sasl_username));
+                return STEP_DUNNO;
+        }
+        r = login_owners(e, e->sender, &owners);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return lookup_failure(e, el, e->sender);
+        if (e->sasl_username) {
+                if (r == 0 && allow_unknown) {
+                        trace(e, el, "no match (%s has no owner)", e->sender);
+                        return STEP_DUNNO;
+                }
+                if (r > 0 && login_listed(owners, e->sasl_username)) {
+                        trace(e, el, "no match (%s is owned by %s)", e->sender, e->sasl_username);
+                        return STEP_DUNNO;
+                }
+                return reject_reply(e, el, 553, "5.7.1",
+                                    "<%s>: Sender address rejected: not owned by user %s",
+                                    e->sender, e->sasl_username);
+        }
+        if (r > 0)
+                return reject_reply(e, el, 553, "5.7.1",
+                                    "<%s>: Sender address rejected: not logged in", e->sender);
+        trace(e, el, "no match (%s has no owner)", e->sender);
+        return STEP_DUNNO;
+}
+
 /* ---- policy delegation ---- */
 
 static void on_policy(PolicyQuery *q, int r, const char *action, void *userdata) {
@@ -2426,6 +2618,11 @@ static int step(RestrictEval *e, const Elem *el) {
         case K_CHECK_POLICY:
                 return check_policy(e, el, cstat == RESTRICT_NAME_OK ? cname : "unknown",
                                     rstat == RESTRICT_NAME_OK ? rname : "unknown");
+        case K_REJECT_SENDER_LOGIN_MISMATCH:
+        case K_REJECT_AUTH_SENDER_LOGIN_MISMATCH:
+        case K_REJECT_KNOWN_SENDER_LOGIN_MISMATCH:
+        case K_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH:
+                return check_login_mismatch(e, el);
         case K_CLASS:
                 trace(e, el, "apply restriction class %s", el->text);
                 r = push_list(e, &e->en->classes[el->cls], NULL);
