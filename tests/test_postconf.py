@@ -625,7 +625,7 @@ def test_check_unimplemented_parameters(tutorial):
     main = tutorial / 'main.cf'
     before = postconf(tutorial, '-n').stdout
     with open(main, 'a') as f:
-        f.write('canonical_maps = hash:%s/canonical\n'
+        f.write('mime_header_checks = hash:%s/mime_header_checks\n'
                 'smtpd_reject_footer = Questions? Call +1 555 0100.\n'
                 'smtpd_junk_command_limit = 100\n'
                 'smtpd_tls_eecdh_grade = auto\n' % tutorial)
@@ -635,8 +635,8 @@ def test_check_unimplemented_parameters(tutorial):
     line = {l.split(' =')[0]: n for n, l in enumerate(main.read_text().splitlines(), 1)
             if ' =' in l}
     warnings = [
-        '%s:%d: warning: canonical_maps is not implemented by postern; the setting has no '
-        'effect' % (main, line['canonical_maps']),
+        '%s:%d: warning: mime_header_checks is not implemented by postern; the setting has '
+        'no effect' % (main, line['mime_header_checks']),
         '%s:%d: warning: smtpd_reject_footer is not implemented by postern; the setting has no '
         'effect' % (main, line['smtpd_reject_footer']),
         '%s/services.d/submission.cf:2: warning: smtpd_tls_req_ccert is not implemented by '
@@ -645,7 +645,7 @@ def test_check_unimplemented_parameters(tutorial):
 
     r = run([POSTERNCTL, 'check', '-c', tutorial])
     assert r.returncode == 0, r.stderr
-    # canonical.db does not exist: nothing opens the tables of such a
+    # mime_header_checks.db does not exist: nothing opens the tables of such a
     # parameter, so the check does not look for them either.
     assert r.stderr.splitlines() == ['posternctl: ' + w for w in warnings]
     assert r.stdout.startswith('posternctl: configuration OK: %s (' % tutorial)
@@ -660,7 +660,7 @@ def test_check_unimplemented_parameters(tutorial):
     assert r.returncode == 0
     assert r.stdout == ''.join(sorted(
         before.splitlines(True) +
-        ['canonical_maps = hash:%s/canonical\n' % tutorial,
+        ['mime_header_checks = hash:%s/mime_header_checks\n' % tutorial,
          'smtpd_junk_command_limit = 100\n',
          'smtpd_reject_footer = Questions? Call +1 555 0100.\n',
          'smtpd_tls_eecdh_grade = auto\n']))

@@ -151,22 +151,16 @@ static int rewrite(Qmgr *q, const char *id, int src_fd, const QueueEnvelope *env
         return r;
 }
 
-int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
-                        QmgrHeaderVerdict *ret) {
-        _cleanup_(strbuf_done) StrBuf out = {0};
+int qmgr_header_section(int fd, const QueueEnvelope *env, char **ret_content,
+                        size_t *ret_hdr_len) {
         _cleanup_free_ char *content = NULL;
-        size_t len, hdr_len, start = 0;
-        bool changed = false;
-        int nfd, r;
+        size_t len, hdr_len;
 
-        *ret = (QmgrHeaderVerdict) {0};
-        if (!q->settings.header_checks)
-                return 0;
         len = (size_t) MIN(env->content_size, (uint64_t) HEADER_SECTION_MAX);
         content = malloc(len + 1);
         if (!content)
                 return -ENOMEM;
-        if (pread(*fd, content, len, (off_t) env->content_offset) != (ssize_t) len)
+        if (pread(fd, content, len, (off_t) env->content_offset) != (ssize_t) len)
                 return -EBADMSG;
         content[len] = '\0';
 
@@ -178,14 +172,57 @@ int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
                         hdr_len = i + 1;
                         break;
                 }
-        for (size_t i = 0; i <= hdr_len; i++) {
-                /* A header ends before a line that does not start with
-                 * white space (RFC 5322 2.2.3). */
-                bool end = i == hdr_len ||
-                           (content[i] == '\n' && (i + 1 >= hdr_len ||
-                                                   (content[i + 1] != ' ' && content[i + 1] != '\t')));
-                if (!end)
-                        continue;
+        *ret_content = steal_ptr(content);
+        *ret_hdr_len = hdr_len;
+        return 0;
+}
+
+size_t qmgr_header_next(const char *content, size_t hdr_len, size_t start) {
+        /* A header ends before a line that does not start with white space
+         * (RFC 5322 2.2.3). */
+        for (size_t i = start; i < hdr_len; i++)
+                if (content[i] == '\n' && (i + 1 >= hdr_len ||
+                                            (content[i + 1] != ' ' && content[i + 1] != '\t')))
+                        return i;
+        return hdr_len;
+}
+
+int qmgr_header_replace(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
+                        const StrBuf *header, size_t old_len) {
+        int nfd, r;
+
+        r = rewrite(q, id, *fd, env, header, old_len);
+        if (r < 0)
+                return r;
+        /* The new file replaced the old one under its name. */
+        nfd = openat(q->incoming_fd, id, O_RDWR | O_CLOEXEC);
+        if (nfd < 0 || flock(nfd, LOCK_EX | LOCK_NB) < 0) {
+                r = -errno;
+                safe_close_fd(nfd);
+                return r;
+        }
+        safe_close_fd(*fd);
+        *fd = nfd;
+        queue_envelope_done(env);
+        return queue_file_read(nfd, env);
+}
+
+int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
+                        QmgrHeaderVerdict *ret) {
+        _cleanup_(strbuf_done) StrBuf out = {0};
+        _cleanup_free_ char *content = NULL;
+        size_t hdr_len, start = 0;
+        bool changed = false;
+        int r;
+
+        *ret = (QmgrHeaderVerdict) {0};
+        if (!q->settings.header_checks)
+                return 0;
+        r = qmgr_header_section(*fd, env, &content, &hdr_len);
+        if (r < 0)
+                return r;
+        while (start < hdr_len) {
+                size_t i = qmgr_header_next(content, hdr_len, start);
                 if (i > start) {
                         r = check_header(q, id, content + start, i - start, &out, &changed, ret);
                         if (r < 0) {
@@ -197,23 +234,7 @@ int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
         }
         if (!changed)
                 return 0;
-        r = rewrite(q, id, *fd, env, &out, hdr_len);
-        if (r < 0) {
-                qmgr_header_verdict_done(ret);
-                return r;
-        }
-        /* The new file replaced the old one under its name. */
-        nfd = openat(q->incoming_fd, id, O_RDWR | O_CLOEXEC);
-        if (nfd < 0 || flock(nfd, LOCK_EX | LOCK_NB) < 0) {
-                r = -errno;
-                safe_close_fd(nfd);
-                qmgr_header_verdict_done(ret);
-                return r;
-        }
-        safe_close_fd(*fd);
-        *fd = nfd;
-        queue_envelope_done(env);
-        r = queue_file_read(nfd, env);
+        r = qmgr_header_replace(q, id, fd, env, &out, hdr_len);
         if (r < 0)
                 qmgr_header_verdict_done(ret);
         return r < 0 ? r : 1;

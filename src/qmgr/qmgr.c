@@ -132,6 +132,11 @@ void qmgr_settings_done(QmgrSettings *s) {
         map_list_free(s->transport_maps);
         map_list_free(s->virtual_alias_maps);
         map_list_free(s->header_checks);
+        map_list_free(s->canonical_maps);
+        map_list_free(s->sender_canonical_maps);
+        map_list_free(s->recipient_canonical_maps);
+        free(s->recipient_delimiter);
+        free(s->remote_header_rewrite_domain);
         *s = (QmgrSettings) {0};
 }
 
@@ -142,6 +147,25 @@ static int open_maps(Config *c, ConfParam p, Diag *diags, MapList **ret) {
                 return 0;
         }
         return map_list_open(specs, MAP_FLAG_FOLD_KEYS, diags, ret);
+}
+
+static unsigned canonical_classes(Config *c, ConfParam p, Diag *diags) {
+        static const char *const names[] = {
+                "envelope_sender", "envelope_recipient", "header_sender", "header_recipient",
+        };
+        unsigned bits = 0;
+
+        STRV_FOREACH(i, conf_get_list(c, p)) {
+                size_t k = 0;
+                while (k < ELEMENTSOF(names) && !strcaseeq(*i, names[k]))
+                        k++;
+                if (k < ELEMENTSOF(names))
+                        bits |= 1u << k;
+                else
+                        diag_warning(diags, NULL, 0, "%s: unknown class \"%s\" ignored",
+                                     conf_params[p].name, *i);
+        }
+        return bits;
 }
 
 static unsigned clamp_uint(long long v, unsigned lo) {
@@ -187,6 +211,23 @@ static int settings_load(Config *c, Diag *diags, QmgrSettings *s) {
             (r = map_list_open(conf_get_list(c, P_HEADER_CHECKS), 0, diags,
                                &s->header_checks)) < 0)
                 return r;
+        if ((r = open_maps(c, P_CANONICAL_MAPS, diags, &s->canonical_maps)) < 0 ||
+            (r = open_maps(c, P_SENDER_CANONICAL_MAPS, diags, &s->sender_canonical_maps)) < 0 ||
+            (r = open_maps(c, P_RECIPIENT_CANONICAL_MAPS, diags, &s->recipient_canonical_maps)) < 0)
+                return r;
+        s->canonical_classes = canonical_classes(c, P_CANONICAL_CLASSES, diags);
+        s->sender_canonical_classes = canonical_classes(c, P_SENDER_CANONICAL_CLASSES, diags) &
+                                      (QMGR_CANON_ENV_FROM | QMGR_CANON_HDR_FROM);
+        s->recipient_canonical_classes =
+                canonical_classes(c, P_RECIPIENT_CANONICAL_CLASSES, diags) &
+                (QMGR_CANON_ENV_RCPT | QMGR_CANON_HDR_RCPT);
+        s->propagate_canonical =
+                strv_contains(conf_get_list(c, P_PROPAGATE_UNMATCHED_EXTENSIONS), "canonical");
+        s->recipient_delimiter = strdup(strempty(conf_get_str(c, P_RECIPIENT_DELIMITER)));
+        s->remote_header_rewrite_domain =
+                strdup(strempty(conf_get_str(c, P_REMOTE_HEADER_REWRITE_DOMAIN)));
+        if (!s->recipient_delimiter || !s->remote_header_rewrite_domain)
+                return -ENOMEM;
         s->transport_maps_parent = strv_contains(parent, "transport_maps");
         s->alias_recursion_limit = clamp_uint(conf_get_int(c, P_VIRTUAL_ALIAS_RECURSION_LIMIT), 1);
         s->alias_expansion_limit = clamp_uint(conf_get_int(c, P_VIRTUAL_ALIAS_EXPANSION_LIMIT), 1);
@@ -319,6 +360,7 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
         _cleanup_(qmgr_header_verdict_done) QmgrHeaderVerdict verdict = {0};
         QmgrMessage *m;
         struct stat st;
+        bool canonical_changed = false;
         int r;
 
         if (qmgr_hash_get(&q->messages, id))
@@ -364,6 +406,15 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                                 return r;
                         }
                 }
+                /* canonical_maps, then virtual_alias_maps, as cleanup. */
+                r = qmgr_canonical(q, id, &fd, &env);
+                if (r < 0) {
+                        log_warning("%s: canonical mapping failed: %s; deferring", id,
+                                    strerror(-r));
+                        queue_envelope_done(&env);
+                        return r;
+                }
+                canonical_changed = r > 0;
                 r = qmgr_alias_expand(q, &env, &errors);
                 n_errors_rcpts = env.n_rcpts;
                 if (r < 0) {
@@ -372,7 +423,7 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                         queue_envelope_done(&env);
                         return r;
                 }
-                if (r > 0 || (env.flags & QUEUE_FLAG_REQUEUE)) {
+                if (r > 0 || canonical_changed || (env.flags & QUEUE_FLAG_REQUEUE)) {
                         _cleanup_(queue_writer_freep) QueueWriter *w = NULL;
                         env.flags &= ~(unsigned) QUEUE_FLAG_REQUEUE;
                         r = queue_file_rewrite(fd, &env, q->incoming_fd, &w);

@@ -65,6 +65,15 @@ typedef struct QmgrSettings {
         bool transport_maps_parent;     /* ".domain" keys (parent_domain_matches_subdomains) */
         MapList *virtual_alias_maps;
         MapList *header_checks;         /* for requeued mail (qmgr-header.c) */
+        MapList *canonical_maps;        /* qmgr-canonical.c */
+        MapList *sender_canonical_maps;
+        MapList *recipient_canonical_maps;
+        unsigned canonical_classes;     /* QMGR_CANON_* bits */
+        unsigned sender_canonical_classes;
+        unsigned recipient_canonical_classes;
+        bool propagate_canonical;       /* "canonical" in propagate_unmatched_extensions */
+        char *recipient_delimiter;      /* "" when none */
+        char *remote_header_rewrite_domain;     /* "" when none */
         unsigned alias_recursion_limit;
         unsigned alias_expansion_limit;
         uint64_t min_backoff_usec;
@@ -81,6 +90,14 @@ typedef struct QmgrSettings {
 } QmgrSettings;
 
 void qmgr_settings_done(QmgrSettings *s);
+
+/* canonical_classes and friends. */
+enum {
+        QMGR_CANON_ENV_FROM = 1 << 0,   /* envelope_sender */
+        QMGR_CANON_ENV_RCPT = 1 << 1,   /* envelope_recipient */
+        QMGR_CANON_HDR_FROM = 1 << 2,   /* header_sender */
+        QMGR_CANON_HDR_RCPT = 1 << 3,   /* header_recipient */
+};
 
 /* Chained hash table of string keys; values are the owning structs, which
  * embed their key and chain link. */
@@ -357,6 +374,28 @@ typedef struct QmgrHeaderVerdict {
 int qmgr_header_requeue(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
                         QmgrHeaderVerdict *ret);
 void qmgr_header_verdict_done(QmgrHeaderVerdict *v);
+/* Reads the header section of the message at fd (the content up to and
+ * including the LF before the first empty line, at most 4 MiB) into
+ * *ret_content (NUL-terminated, caller frees; *ret_hdr_len its length). */
+int qmgr_header_section(int fd, const QueueEnvelope *env, char **ret_content,
+                        size_t *ret_hdr_len);
+/* The end (index of the last LF, or hdr_len) of the header that starts at
+ * start, folded lines included. */
+size_t qmgr_header_next(const char *content, size_t hdr_len, size_t start);
+/* Writes the message open at *fd anew under its ID in incoming/ with
+ * header (each header ending in LF) in place of the first old_len bytes of
+ * its content and with the envelope env; *fd and *env are then the new
+ * file's. Returns 0 or a negative errno. */
+int qmgr_header_replace(Qmgr *q, const char *id, int *fd, QueueEnvelope *env,
+                        const StrBuf *header, size_t old_len);
+
+/* qmgr-canonical.c */
+/* Canonical address mapping of a message leaving incoming/ (see the top of
+ * qmgr-canonical.c). When the header section changed, the file was written
+ * anew and *fd and *env are the new file's; envelope changes are only in
+ * *env (the caller writes them). Returns 1 when *env differs from the
+ * file, 0 when not, or a negative errno (a table lookup failed: defer). */
+int qmgr_canonical(Qmgr *q, const char *id, int *fd, QueueEnvelope *env);
 
 /* qmgr-bounce.c */
 typedef enum QmgrNotice {
