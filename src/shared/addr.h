@@ -56,9 +56,8 @@ bool addr_xtext_valid(const char *s);
 int addr_xtext_encode(const char *s, char **ret);
 
 /* The external form of an internal address (local part unquoted, domain
- * after the last "@"): the
- * local part in double quotes when it is not a dot-atom ("a b"@x). A new
- * string, NULL when out of memory. */
+ * after the last "@"): the local part in double quotes when it is not a
+ * dot-atom ("a b"@x). A new string, NULL when out of memory. */
 char *addr_quote_local(const char *addr);
 
 /* One address of an RFC 5322 address list in a header (From:, To:, ...):
