@@ -489,11 +489,11 @@ static void test_unimplemented(void) {
         char *dir;
 
         r = load_report("myhostname = mail.example.com\n"
-                        "canonical_maps = hash:/etc/postern/canonical\n"
+                        "nested_header_checks = hash:/etc/postern/nested\n"
                         "smtpd_reject_footer = Call $myhostname\n"
                         "smtpd_tls_eecdh_grade = strong\n"
                         "smtpd_junk_command_limit = 1000\n"
-                        "canonical_maps = hash:/etc/postern/canonical2\n",
+                        "nested_header_checks = hash:/etc/postern/nested2\n",
                         "main.cf");
         CHECK(startswith(r, "main.cf:3: warning: smtpd_reject_footer is not implemented by "
                             "postern; the setting has no effect\n"
@@ -502,9 +502,9 @@ static void test_unimplemented(void) {
                             "main.cf:5: warning: smtpd_junk_command_limit is not implemented by "
                             "postern; the setting has no effect\n"
                             "main.cf:6: warning: overriding earlier entry at line 2: "
-                            "canonical_maps = hash:/etc/postern/canonical\n"
-                            "main.cf:6: warning: canonical_maps is not implemented by postern; "
-                            "the setting has no effect\n"
+                            "nested_header_checks = hash:/etc/postern/nested\n"
+                            "main.cf:6: warning: nested_header_checks is not implemented by "
+                            "postern; the setting has no effect\n"
                             "result: loaded\n"));
         if (!startswith(r, "main.cf:3:"))
                 fprintf(stderr, "%s", r);
