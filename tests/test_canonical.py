@@ -104,12 +104,15 @@ def test_sender_canonical_local_client(make):
                 'Reply-To: bob,',
                 '  Team: carol@example.net, alice@mx.example.com;',
                 'To: Info <info@example.com>, alice@mx.example.com',
+                'Sender: bob@example.net',
                 'Subject: canonical'])
     msg, = delivered(inst, 'info')
     assert msg['Return-Path'] == '<alice.smith@example.com>'
     assert raw(msg, 'From') == ['"Alice, A." <alice.smith@example.com> (work)']
     assert raw(msg, 'Reply-To') == [
         'Bob.Jones@example.org,\n  Team: carol@example.net, alice.smith@example.com;']
+    # "bob" matches only in a local domain.
+    assert raw(msg, 'Sender') == ['bob@example.net']
     # To: is a recipient header: sender_canonical_maps leaves it alone.
     assert raw(msg, 'To') == ['Info <info@example.com>, alice@mx.example.com']
     received = raw(msg, 'Received')[-1]
