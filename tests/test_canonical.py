@@ -236,3 +236,22 @@ def test_failing_table_defers(make):
     r = inst.tool('postqueue', '-p')
     assert qid in r.stdout and sender in r.stdout, r.stdout
     assert not maildir_messages(os.path.join(inst.vmail, 'example.com', 'info'))
+
+
+def test_rewritten_recipient_keeps_original_for_dsn(make):
+    """A recipient changed by canonical mapping keeps the address as sent
+    for delivery status notifications: a success notice names it as
+    Original-Recipient, the mapped one as Final-Recipient."""
+    inst = make(tables={'recipient_canonical_maps': (
+        'recipient_canonical', 'old@example.com  info@example.com\n', 'hash')})
+    inst.start()
+    with smtplib.SMTP(inst.smtpd_host, inst.smtpd_port, timeout=30) as s:
+        s.ehlo('client.example.org')
+        s.sendmail('sales@example.com', ['old@example.com'],
+                   'From: sales@example.com\r\nTo: old@example.com\r\nSubject: dsn\r\n\r\nHi.\r\n',
+                   rcpt_options=['NOTIFY=SUCCESS'])
+    delivered(inst, 'info')
+    notice, = delivered(inst, 'sales')
+    text = notice.as_string()
+    assert re.search(r'(?m)^Original-Recipient: rfc822; ?old@example.com$', text), text
+    assert re.search(r'(?m)^Final-Recipient: rfc822; ?info@example.com$', text), text
