@@ -57,7 +57,8 @@ TESTED_ELSEWHERE = {
     'header_checks.5': ('test_header_checks.py', ['header_checks', 'body_checks']),
     'postern-deliver-remote.8': (('test_deliver_remote.py', 'test_smtp_sasl_client.py'),
                                  ['tls_policy', 'wrappermode', 'sasl', 'sasl_passwd']),
-    'postern-smtpd.8': ('test_tls_sasl.py', ['submission sender ownership', 'sender_logins']),
+    'postern-smtpd.8': (('test_tls_sasl.py', 'test_smtpd.py'),
+                        ['submission sender ownership', 'sender_logins', 'reject footer']),
     'postern-migrate.7': ('test_man_examples.py', [
         'postfix/main.cf', 'postfix/master.cf', 'command', 'report',
         'postern/main.cf (excerpt)', 'postern/services.d/submission.cf',

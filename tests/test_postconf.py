@@ -626,7 +626,7 @@ def test_check_unimplemented_parameters(tutorial):
     before = postconf(tutorial, '-n').stdout
     with open(main, 'a') as f:
         f.write('mime_header_checks = hash:%s/mime_header_checks\n'
-                'smtpd_reject_footer = Questions? Call +1 555 0100.\n'
+                'smtpd_policy_service_try_limit = 3\n'
                 'smtpd_junk_command_limit = 100\n'
                 'smtpd_tls_eecdh_grade = auto\n' % tutorial)
     (tutorial / 'services.d').mkdir()
@@ -637,8 +637,8 @@ def test_check_unimplemented_parameters(tutorial):
     warnings = [
         '%s:%d: warning: mime_header_checks is not implemented by postern; the setting has '
         'no effect' % (main, line['mime_header_checks']),
-        '%s:%d: warning: smtpd_reject_footer is not implemented by postern; the setting has no '
-        'effect' % (main, line['smtpd_reject_footer']),
+        '%s:%d: warning: smtpd_policy_service_try_limit is not implemented by postern; the '
+        'setting has no effect' % (main, line['smtpd_policy_service_try_limit']),
         '%s/services.d/submission.cf:2: warning: smtpd_tls_req_ccert is not implemented by '
         'postern; the setting has no effect' % tutorial,
     ]
@@ -662,7 +662,7 @@ def test_check_unimplemented_parameters(tutorial):
         before.splitlines(True) +
         ['mime_header_checks = hash:%s/mime_header_checks\n' % tutorial,
          'smtpd_junk_command_limit = 100\n',
-         'smtpd_reject_footer = Questions? Call +1 555 0100.\n',
+         'smtpd_policy_service_try_limit = 3\n',
          'smtpd_tls_eecdh_grade = auto\n']))
     assert r.stderr.splitlines() == ['postconf: ' + w for w in warnings]
 

@@ -768,3 +768,159 @@ def test_qmgr_announcement_survives_a_restarted_queue_manager(make_smtpd):
     assert qid1.encode() in seen[0][1] and b'Enqueue' in seen[0][1]
     assert qid1.encode() in seen[1][1], 'not announced again on a new connection'
     assert qid2.encode() in seen[2][1], 'next message not announced after the hang-up'
+
+
+# --- smtpd_reject_footer, smtpd_discard_ehlo_keywords, smtpd_noop_commands,
+# smtpd_junk_command_limit, strict_rfc821_envelopes ---------------------------
+
+def test_reject_footer(make_smtpd):
+    """Every 4xx and 5xx reply ends with the footer lines, each with the
+    reply's code and enhanced status code; 2xx replies are left alone; the
+    log keeps the plain reply."""
+    s = make_smtpd(main_cf='smtpd_reject_footer = For help call +1 555 0100.'
+                           '\\nClient $client_address, server ${server_name}.\n')
+    c = s.connect()
+    c.reply()
+    assert c.cmd('EHLO client.example.org')[-1] == '250 CHUNKING'
+    assert c.cmd('MAIL FROM:<sender@example.org>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<user@elsewhere.example>') == [
+        '454-4.7.1 <user@elsewhere.example>: Relay access denied',
+        '454-4.7.1 For help call +1 555 0100.',
+        '454 4.7.1 Client 127.0.0.1, server mx.example.test.']
+    # Without an enhanced status code only the reply code is repeated.
+    assert c.cmd('FOO') == ['502-5.5.2 Error: command not recognized',
+                            '502-5.5.2 For help call +1 555 0100.',
+                            '502 5.5.2 Client 127.0.0.1, server mx.example.test.']
+    assert c.cmd('QUIT') == ['221 2.0.0 Bye']
+    s.wait_log('NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 '
+               '<user@elsewhere.example>: Relay access denied;')
+    assert 'For help call' not in s.log_text()
+
+
+def test_reject_footer_continues_the_line(make_smtpd):
+    """A footer that starts with \\c continues the reply's own line:
+    one-line replies for clients that cannot read more."""
+    s = make_smtpd(main_cf='smtpd_reject_footer = \\c (see https://help.example.test)\n')
+    with smtplib.SMTP('127.0.0.1', s.port) as smtp:
+        smtp.ehlo('client.example.org')
+        smtp.mail('sender@example.org')
+        code, text = smtp.rcpt('user@elsewhere.example')
+    assert (code, text) == (454, b'4.7.1 <user@elsewhere.example>: Relay access denied '
+                                 b'(see https://help.example.test)')
+
+
+def test_discard_ehlo_keywords(make_smtpd):
+    """Discarded keywords are not announced, and their commands and
+    parameters are refused as Postfix refuses them."""
+    s = make_smtpd(main_cf='smtpd_discard_ehlo_keywords = dsn, chunking, Pipelining, size\n')
+    c = s.connect()
+    c.reply()
+    keywords = [line[4:] for line in c.cmd('EHLO client.example.org')[1:]]
+    assert keywords == ['VRFY', 'ENHANCEDSTATUSCODES', '8BITMIME', 'SMTPUTF8']
+    s.wait_log('localhost[127.0.0.1]: discarding EHLO keywords: PIPELINING SIZE DSN CHUNKING')
+    assert c.cmd('MAIL FROM:<sender@example.org> RET=HDRS') == [
+        '501 5.7.1 DSN support is disabled']
+    assert c.cmd('MAIL FROM:<sender@example.org> SIZE=100') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<user@example.test> NOTIFY=NEVER') == [
+        '501 5.7.1 DSN support is disabled']
+    assert c.cmd('RCPT TO:<user@example.test>') == ['250 2.1.5 Ok']
+    # BDAT cannot be skipped without CHUNKING: the session ends.
+    assert c.cmd('BDAT 5 LAST') == ['521 5.5.1 Error: command not implemented']
+    assert c.closed()
+
+
+def test_discard_ehlo_keywords_silently(make_smtpd):
+    s = make_smtpd(main_cf='smtpd_discard_ehlo_keywords = silent-discard, smtputf8, vrfy\n')
+    c = s.connect()
+    c.reply()
+    keywords = [line[4:] for line in c.cmd('EHLO client.example.org')[1:]]
+    assert keywords == ['PIPELINING', 'SIZE 10240000', 'ENHANCEDSTATUSCODES', '8BITMIME',
+                        'DSN', 'CHUNKING']
+    assert c.cmd('MAIL FROM:<sender@example.org> SMTPUTF8') == ['555 5.5.4 Unsupported option']
+    assert c.cmd('QUIT') == ['221 2.0.0 Bye']
+    c.closed()
+    assert 'discarding EHLO keywords' not in s.log_text()
+
+
+def test_discard_ehlo_pipelining_makes_pipelining_improper(make_smtpd):
+    """Without PIPELINING announced, commands sent ahead are improper
+    pipelining even after EHLO (reject_unauth_pipelining)."""
+    s = make_smtpd(main_cf='smtpd_discard_ehlo_keywords = pipelining\n'
+                           'smtpd_data_restrictions = reject_unauth_pipelining\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    c.send('MAIL FROM:<sender@example.org>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n')
+    assert c.reply() == ['250 2.1.0 Ok']
+    assert c.reply() == ['250 2.1.5 Ok']
+    assert c.reply() == ['503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP '
+                         'command pipelining']
+
+
+def test_noop_commands(make_smtpd):
+    s = make_smtpd(main_cf='smtpd_noop_commands = XYZZY, soml\n')
+    c = s.connect()
+    c.reply()
+    assert c.cmd('xyzzy plugh') == ['250 2.0.0 Ok']
+    assert c.cmd('SOML FROM:<a@example.org>') == ['250 2.0.0 Ok']
+    assert c.cmd('SAML FROM:<a@example.org>') == ['502 5.5.2 Error: command not recognized']
+    assert c.cmd('QUIT') == ['221 2.0.0 Bye']
+
+
+def test_junk_command_limit(make_smtpd):
+    """Past smtpd_junk_command_limit commands that move no mail, each one
+    is an error; the hard error limit then ends the session. A delivered
+    message starts the count again."""
+    s = make_smtpd(main_cf='smtpd_junk_command_limit = 2\nsmtpd_hard_error_limit = 2\n'
+                           'smtpd_noop_commands = XYZZY\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    for cmd in ('NOOP', 'RSET', 'VRFY <user@example.test>'):
+        assert c.cmd(cmd)[0].startswith('2'), cmd          # junk 1 to 3: no error yet
+    assert c.cmd('MAIL FROM:<sender@example.org>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:<user@example.test>') == ['250 2.1.5 Ok']
+    assert c.cmd('DATA')[0].startswith('354')
+    c.send(MSG + '.\r\n')
+    assert c.reply()[0].startswith('250 2.0.0 Ok: queued as ')
+    for cmd in ('NOOP', 'XYZZY', 'NOOP'):
+        assert c.cmd(cmd) == ['250 2.0.0 Ok'], cmd
+    assert c.cmd('NOOP') == ['250 2.0.0 Ok']                # error 1
+    c.send('NOOP\r\n')                                      # error 2
+    assert c.reply() == ['250 2.0.0 Ok']
+    assert c.reply() == ['421 4.7.0 mx.example.test Error: too many errors']
+    assert c.closed()
+
+
+def test_strict_rfc821_envelopes(make_smtpd):
+    s = make_smtpd(main_cf='strict_rfc821_envelopes = yes\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    assert c.cmd('MAIL FROM:sender@example.org') == ['501 5.1.7 Bad sender address syntax']
+    assert c.cmd('MAIL FROM:<sender@example.org>') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:user@example.test') == ['501 5.1.3 Bad recipient address syntax']
+    assert c.cmd('RCPT TO: <user@example.test>') == ['250 2.1.5 Ok']
+    assert c.cmd('QUIT') == ['221 2.0.0 Bye']
+    # The default accepts the bare form, as Postfix does.
+    d = make_smtpd()
+    c = d.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    assert c.cmd('MAIL FROM:sender@example.org') == ['250 2.1.0 Ok']
+    assert c.cmd('RCPT TO:user@example.test') == ['250 2.1.5 Ok']
+
+
+def test_reject_footer_man_page_example(make_smtpd):
+    """The footer example of postern-smtpd(8), with this client's address."""
+    from test_man_examples import examples
+    from common import SRC_DIR
+    want = [line for line in examples(os.path.join(SRC_DIR, 'man', 'postern-smtpd.8'))
+            ['reject footer'].splitlines() if not line.startswith('.')]
+    s = make_smtpd(main_cf='smtpd_reject_footer = Help: +1 555 0100, client $client_address\n')
+    c = s.connect()
+    c.reply()
+    c.cmd('EHLO client.example.org')
+    c.cmd('MAIL FROM:<sender@example.org>')
+    assert c.cmd('RCPT TO:<user@example.net>') == [
+        line.replace('192.0.2.7', '127.0.0.1') for line in want]

@@ -922,3 +922,40 @@ def test_man_page_submission_sender_ownership(env):
         ['250 2.1.5 Ok']
     assert rcpt_as(s, 'news@shop.example.com', 'alice', rcpt='x@remote.example')[1] == \
         not_owned('news@shop.example.com', 'alice')
+
+
+@needs_dovecot
+@pytest.mark.parametrize('networks, offered', [
+    ('127.0.0.0/8', False),
+    ('!127.0.0.1, 127.0.0.0/8', True),
+    ('192.0.2.0/24', True),
+])
+def test_sasl_exceptions_networks(env, networks, offered):
+    """EHLO does not announce AUTH to the clients listed; as in Postfix the
+    command itself still works for a client that knows to use it."""
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'smtpd_sasl_exceptions_networks = %s\n' % networks)
+    c = TlsClient(s.port)
+    c.reply()
+    c.starttls()
+    kw = ehlo_keywords(c.cmd('EHLO client.example.org'))
+    assert ('AUTH PLAIN LOGIN' in kw) == offered, kw
+    assert 'STARTTLS' not in kw and 'PIPELINING' in kw
+    assert c.auth_plain('alice', 'secret-a') == ['235 2.7.0 Authentication successful']
+    c.cmd('QUIT')
+
+
+@needs_dovecot
+def test_discard_ehlo_auth_and_starttls(env):
+    """smtpd_discard_ehlo_keywords hides AUTH and STARTTLS, and the
+    commands are refused as Postfix refuses them."""
+    s = env.make(main_cf='smtpd_tls_security_level = may\nsmtpd_sasl_auth_enable = yes\n'
+                 'smtpd_tls_auth_only = no\n'
+                 'smtpd_discard_ehlo_keywords = auth, starttls\n')
+    c = TlsClient(s.port)
+    c.reply()
+    kw = ehlo_keywords(c.cmd('EHLO client.example.org'))
+    assert not any(k.startswith('AUTH') or k == 'STARTTLS' for k in kw), kw
+    assert c.cmd('STARTTLS') == ['502 5.5.1 Error: command not implemented']
+    assert c.auth_plain('alice', 'secret-a') == ['503 5.5.1 Error: authentication not enabled']
+    c.cmd('QUIT')

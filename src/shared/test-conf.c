@@ -490,17 +490,17 @@ static void test_unimplemented(void) {
 
         r = load_report("myhostname = mail.example.com\n"
                         "nested_header_checks = hash:/etc/postern/nested\n"
-                        "smtpd_reject_footer = Call $myhostname\n"
+                        "smtpd_policy_service_retry_delay = $smtpd_timeout\n"
                         "smtpd_tls_eecdh_grade = strong\n"
-                        "smtpd_junk_command_limit = 1000\n"
+                        "smtpd_policy_service_try_limit = 1000\n"
                         "nested_header_checks = hash:/etc/postern/nested2\n",
                         "main.cf");
-        CHECK(startswith(r, "main.cf:3: warning: smtpd_reject_footer is not implemented by "
-                            "postern; the setting has no effect\n"
+        CHECK(startswith(r, "main.cf:3: warning: smtpd_policy_service_retry_delay is not "
+                            "implemented by postern; the setting has no effect\n"
                             "main.cf:4: warning: smtpd_tls_eecdh_grade is not implemented by "
                             "postern; the setting has no effect\n"
-                            "main.cf:5: warning: smtpd_junk_command_limit is not implemented by "
-                            "postern; the setting has no effect\n"
+                            "main.cf:5: warning: smtpd_policy_service_try_limit is not "
+                            "implemented by postern; the setting has no effect\n"
                             "main.cf:6: warning: overriding earlier entry at line 2: "
                             "nested_header_checks = hash:/etc/postern/nested\n"
                             "main.cf:6: warning: nested_header_checks is not implemented by "
@@ -513,8 +513,8 @@ static void test_unimplemented(void) {
 
         /* The default, however spelled: no warning. */
         r = load_report("canonical_maps =\n"
-                        "smtpd_reject_footer =\n"
-                        "smtpd_junk_command_limit = 100\n"
+                        "smtpd_policy_service_retry_delay = 1\n"
+                        "smtpd_policy_service_try_limit = 2\n"
                         "in_flow_delay = 1\n"
                         "default_destination_rate_delay = 0m\n"
                         "body_checks_size_limit = 50k\n"
@@ -556,10 +556,10 @@ static void test_unimplemented(void) {
         CHECK_INT(mkdir(sdir, 0755), 0);
         CHECK_INT(write_file(sdir, "submission.cf",
                              "smtpd_tls_security_level = may\n"
-                             "smtpd_sasl_exceptions_networks = 192.0.2.0/24\n"),
+                             "smtpd_forbid_bare_newline_exclusions = 192.0.2.0/24\n"),
                   0);
-        w = strdup_printf("%s/submission.cf:2: warning: smtpd_sasl_exceptions_networks is not "
-                          "implemented by postern; the setting has no effect",
+        w = strdup_printf("%s/submission.cf:2: warning: smtpd_forbid_bare_newline_exclusions is "
+                          "not implemented by postern; the setting has no effect",
                           sdir);
         for (size_t i = 0; i < 2; i++) {
                 /* The submission service, and the whole configuration. */

@@ -52,6 +52,7 @@ struct SmtpdCheck {
         SmtpdCheckDone done;
         void *userdata;
         char *restriction;      /* the step that rejected in the last evaluation */
+        char *name;             /* verified client name, NULL when unknown */
 };
 
 static RestrictEngine *checker_engine(Smtpd *d) {
@@ -152,6 +153,11 @@ int smtpd_check_session_new(Smtpd *d, const InetAddr *client, const char *client
         c->smtpd = d;
         c->engine = restrict_engine_ref(checker_engine(d));
         c->client = strdup(strempty(client_desc));
+        if (names && names->name && names->name_status == RESTRICT_NAME_OK &&
+            !streq(names->name, "unknown") && !(c->name = strdup(names->name))) {
+                smtpd_check_session_free(c);
+                return -ENOMEM;
+        }
         if (!c->engine || !c->client || restrict_session_new(NULL, &c->sess) < 0 ||
             restrict_session_set_names(c->sess, names ? names : &unknown) < 0) {
                 smtpd_check_session_free(c);
@@ -216,6 +222,7 @@ SmtpdCheck *smtpd_check_session_free(SmtpdCheck *c) {
         free(c->client);
         free(c->addr_str);
         free(c->restriction);
+        free(c->name);
         free(c);
         return NULL;
 }
@@ -300,6 +307,18 @@ void smtpd_check_release(SmtpdCheck *c) {
 
 bool smtpd_check_stage_empty(SmtpdCheck *c, RestrictStage stage) {
         return restrict_engine_stage_empty(c->engine, stage);
+}
+
+bool smtpd_check_sasl_exception(SmtpdCheck *c) {
+        int r;
+
+        if (!c || !c->have_addr)
+                return false;
+        r = restrict_engine_sasl_exception(c->engine, &c->addr, c->name);
+        if (r < 0)
+                log_warning("smtpd_sasl_exceptions_networks: table lookup failed for %s; "
+                            "offering AUTH", c->client);
+        return r > 0;
 }
 
 bool smtpd_check_helo_required(SmtpdCheck *c) {

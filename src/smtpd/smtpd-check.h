@@ -71,6 +71,10 @@ void smtpd_check_release(SmtpdCheck *c);
 
 /* Whether the stage has restrictions to evaluate. */
 bool smtpd_check_stage_empty(SmtpdCheck *c, RestrictStage stage);
+/* Whether EHLO hides AUTH from this client
+ * (smtpd_sasl_exceptions_networks). A failing table is logged and
+ * counts as no. */
+bool smtpd_check_sasl_exception(SmtpdCheck *c);
 /* smtpd_helo_required of the session's configuration. */
 bool smtpd_check_helo_required(SmtpdCheck *c);
 

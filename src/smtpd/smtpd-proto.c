@@ -163,6 +163,8 @@ int smtp_mail_parse(const char *args, unsigned flags, SmtpMailArgs *ret, const c
          * 8-bit and check against the parameters below. */
         if (flags & SMTP_PARSE_SMTPUTF8)
                 parse_flags |= ADDR_PARSE_ALLOW_8BIT;
+        if (flags & SMTP_PARSE_STRICT)
+                parse_flags |= ADDR_PARSE_STRICT;
         r = addr_parse_path(p, parse_flags, &a.sender, &a.addr_flags, &rest);
         if (r == -ENOMEM)
                 return r;
@@ -221,6 +223,9 @@ int smtp_mail_parse(const char *args, unsigned flags, SmtpMailArgs *ret, const c
                         }
                 } else if (strcaseeq(param, "AUTH") && value) {
                         a.auth_seen = true;
+                } else if (strcaseeq(param, "RET") || strcaseeq(param, "ENVID")) {
+                        *ret_reply = "501 5.7.1 DSN support is disabled";
+                        goto fail;
                 } else {
                         *ret_reply = "555 5.5.4 Unsupported option";
                         goto fail;
@@ -249,7 +254,8 @@ int smtp_rcpt_parse(const char *args, unsigned flags, SmtpRcptArgs *ret, const c
                 *ret_reply = "501 5.5.4 Syntax: RCPT TO:<address>";
                 return -EINVAL;
         }
-        r = addr_parse_path(p, (flags & SMTP_PARSE_SMTPUTF8) ? ADDR_PARSE_ALLOW_8BIT : 0,
+        r = addr_parse_path(p, ((flags & SMTP_PARSE_SMTPUTF8) ? ADDR_PARSE_ALLOW_8BIT : 0) |
+                                       ((flags & SMTP_PARSE_STRICT) ? ADDR_PARSE_STRICT : 0),
                             &a.address, &a.addr_flags, &rest);
         if (r == -ENOMEM)
                 return r;
@@ -284,6 +290,9 @@ int smtp_rcpt_parse(const char *args, unsigned flags, SmtpRcptArgs *ret, const c
                                 smtp_rcpt_args_done(&a);
                                 return -ENOMEM;
                         }
+                } else if (strcaseeq(param, "NOTIFY") || strcaseeq(param, "ORCPT")) {
+                        *ret_reply = "501 5.7.1 DSN support is disabled";
+                        goto fail;
                 } else {
                         *ret_reply = "555 5.5.4 Unsupported option";
                         goto fail;

@@ -91,11 +91,14 @@ enum {
         SMTP_PARSE_DSN = 1 << 1,        /* DSN is offered */
         SMTP_PARSE_8BITMIME = 1 << 2,
         SMTP_PARSE_UTF8_SESSION = 1 << 3, /* RCPT: MAIL FROM had SMTPUTF8 */
+        SMTP_PARSE_STRICT = 1 << 4,     /* strict_rfc821_envelopes: <address> only */
 };
 
 /* Parses the arguments of MAIL ("FROM:<a@b> SIZE=10 ..."). Returns 0 and
  * fills *ret, or a negative errno (-ENOMEM, or -EINVAL with the complete
- * reply for the client in *ret_reply, static). */
+ * reply for the client in *ret_reply, static). Without SMTP_PARSE_DSN the
+ * DSN parameters are refused as Postfix does when DSN is not announced
+ * ("501 5.7.1 DSN support is disabled"). */
 int smtp_mail_parse(const char *args, unsigned flags, SmtpMailArgs *ret, const char **ret_reply);
 /* Same for RCPT ("TO:<a@b> NOTIFY=... ORCPT=..."). */
 int smtp_rcpt_parse(const char *args, unsigned flags, SmtpRcptArgs *ret, const char **ret_reply);

@@ -182,7 +182,7 @@ struct RestrictEngine {
         size_t n_classes;
         Table *tables;
         size_t n_tables;
-        NetList mynetworks, exceptions;
+        NetList mynetworks, exceptions, sasl_exceptions;
         bool broken;
         bool relay_safe;
         bool delay_reject;
@@ -713,6 +713,11 @@ int restrict_engine_new(Config *c, Diag *diags, RestrictEngine **ret) {
                            "smtpd_client_event_limit_exceptions", &en->exceptions);
         if (r == -ENOMEM)
                 goto fail;
+        /* A bad entry is reported and skipped: it only hides AUTH. */
+        r = net_list_build(en, conf_get_list(c, P_SMTPD_SASL_EXCEPTIONS_NETWORKS),
+                           "smtpd_sasl_exceptions_networks", &en->sasl_exceptions);
+        if (r == -ENOMEM)
+                goto fail;
         en->relay_safe = relay_list_safe(&en->lists[RESTRICT_LIST_RELAY]) ||
                          relay_list_safe(&en->lists[RESTRICT_LIST_RECIPIENT]);
         if (!en->relay_safe)
@@ -811,6 +816,7 @@ RestrictEngine *restrict_engine_unref(RestrictEngine *en) {
         free(en->tables);
         net_list_done(&en->mynetworks);
         net_list_done(&en->exceptions);
+        net_list_done(&en->sasl_exceptions);
         addr_classifier_free(en->ac);
         free(en->rbl_reply);
         free(en->delimiter);
@@ -838,6 +844,10 @@ int restrict_engine_mynetworks(RestrictEngine *en, const InetAddr *client) {
 
 int restrict_engine_limit_exempt(RestrictEngine *en, const InetAddr *client) {
         return net_list_match(en, &en->exceptions, client, NULL, NULL);
+}
+
+int restrict_engine_sasl_exception(RestrictEngine *en, const InetAddr *client, const char *name) {
+        return net_list_match(en, &en->sasl_exceptions, client, name, NULL);
 }
 
 /* The lists a stage evaluates, in order. */

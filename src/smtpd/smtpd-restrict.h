@@ -84,6 +84,10 @@ int restrict_engine_mynetworks(RestrictEngine *e, const InetAddr *client);
 /* Whether the client is exempt from the per-client limits
  * (smtpd_client_event_limit_exceptions): > 0, 0, < 0 as above. */
 int restrict_engine_limit_exempt(RestrictEngine *e, const InetAddr *client);
+/* Whether the client is one to which AUTH is not offered
+ * (smtpd_sasl_exceptions_networks; name is its verified host name or
+ * NULL): > 0, 0, < 0 as above. */
+int restrict_engine_sasl_exception(RestrictEngine *e, const InetAddr *client, const char *name);
 /* Whether the configuration is usable (no errors in the lists). */
 bool restrict_engine_ok(RestrictEngine *e);
 /* Whether a stage has anything to evaluate. */

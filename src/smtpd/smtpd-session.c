@@ -22,6 +22,7 @@
  * goes through SmtpIo (smtpd-tls.h): plain socket operations here, TLS in
  * smtpd-tls.c. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdlib.h>
@@ -136,6 +137,7 @@ struct SmtpSession {
         char *helo;                     /* escaped for logs and headers */
         bool esmtp;
         unsigned error_count;
+        unsigned junk_commands;         /* NOOP, VRFY, ETRN, RSET since the last delivery */
         bool skip_line;                 /* discarding the rest of an overlong line */
         uint64_t bdat_skip;             /* bytes of a refused BDAT chunk to discard */
         SmtpVerb last_verb;
@@ -209,6 +211,121 @@ static bool recording(SmtpSession *s) {
         return smtpd_notice_mask(s->smtpd) != 0;
 }
 
+/* The value of $name in smtpd_reject_footer (Postfix's smtpd_expand
+ * names that make sense for a footer); NULL for an unknown name. */
+static const char *footer_value(SmtpSession *s, const char *name, size_t len, char *buf,
+                                size_t size) {
+#define IS(word) (len == strlen(word) && strncmp(name, word, len) == 0)
+        if (IS("client_address"))
+                return s->addr_str ? s->addr_str : "unknown";
+        if (IS("client_port")) {
+                snprintf(buf, size, "%u", s->port);
+                return buf;
+        }
+        if (IS("server_name"))
+                return S(s)->myhostname;
+        if (IS("localtime")) {
+                time_t now = time(NULL);
+                struct tm tm;
+                if (!localtime_r(&now, &tm) || strftime(buf, size, "%b %d %H:%M:%S", &tm) == 0)
+                        return NULL;
+                return buf;
+        }
+#undef IS
+        return NULL;
+}
+
+/* Appends footer text (len bytes) to out with $name, ${name} and $(name)
+ * expanded; unknown names expand to nothing, "$$" is a "$". */
+static int footer_expand(SmtpSession *s, const char *text, size_t len, StrBuf *out) {
+        for (size_t i = 0; i < len;) {
+                const char *name, *v;
+                size_t n = 0, skip;
+                char buf[64];
+                if (text[i] != '$' || i + 1 >= len) {
+                        if (strbuf_putc(out, text[i++]) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                if (text[i + 1] == '$') {
+                        if (strbuf_putc(out, '$') < 0)
+                                return -ENOMEM;
+                        i += 2;
+                        continue;
+                }
+                if (text[i + 1] == '{' || text[i + 1] == '(') {
+                        char close = text[i + 1] == '{' ? '}' : ')';
+                        name = text + i + 2;
+                        while (i + 2 + n < len && name[n] != close)
+                                n++;
+                        skip = 2 + n + (i + 2 + n < len);
+                } else {
+                        name = text + i + 1;
+                        while (i + 1 + n < len && (isalnum((unsigned char) name[n]) || name[n] == '_'))
+                                n++;
+                        skip = 1 + n;
+                }
+                if (n == 0 && skip == 1) {
+                        if (strbuf_putc(out, '$') < 0)
+                                return -ENOMEM;
+                        i++;
+                        continue;
+                }
+                v = footer_value(s, name, n, buf, sizeof(buf));
+                if (v && strbuf_puts(out, v) < 0)
+                        return -ENOMEM;
+                i += skip;
+        }
+        return 0;
+}
+
+/* smtpd_reject_footer after the last line of a 4xx or 5xx reply, as
+ * Postfix's smtp_reply_footer() does: each line of the footer ("\n" in it
+ * starts a new one) gets the reply's code and enhanced status code, and
+ * the reply's own line becomes a continuation line; "\c" at the start of
+ * the footer appends its first line to the reply's line instead. Returns
+ * the reply lines joined by CR LF (caller frees), or NULL. */
+static char *footer_apply(SmtpSession *s, const char *text) {
+        _cleanup_(strbuf_done) StrBuf out = {0};
+        const char *footer = S(s)->reject_footer, *p, *nl;
+        size_t dsn = 0;
+        bool first = true;
+
+        if (text[3] == ' ' && text[4] >= '2' && text[4] <= '5' && text[5] == '.') {
+                dsn = strspn(text + 4, "0123456789.");
+                if (dsn < 5 || text[4 + dsn] != ' ')
+                        dsn = 0;
+        }
+        if (strbuf_puts(&out, text) < 0)
+                return NULL;
+        for (p = footer; ; p = nl + 2) {
+                size_t len;
+                nl = strstr(p, "\\n");
+                len = nl ? (size_t) (nl - p) : strlen(p);
+                if (first && startswith(p, "\\c")) {
+                        p += 2;
+                        len -= 2;
+                } else {
+                        /* The line before becomes a continuation line. */
+                        char *last = strrchr(out.data, '\n');
+                        last = last ? last + 1 : out.data;
+                        if (strlen(last) > 3)
+                                last[3] = '-';
+                        else if (strbuf_putc(&out, '-') < 0)
+                                return NULL;
+                        if (strbuf_printf(&out, "\r\n%.3s %.*s%s", text, (int) dsn, text + 4,
+                                          dsn ? " " : "") < 0)
+                                return NULL;
+                }
+                first = false;
+                if (footer_expand(s, p, len, &out) < 0)
+                        return NULL;
+                if (!nl)
+                        break;
+        }
+        return strbuf_steal(&out);
+}
+
 /* Replies. Every reply line goes through here; 4xx and 5xx count as
  * errors (smtpd_soft_error_limit, smtpd_hard_error_limit) and have a
  * notify_classes class: policy when a restriction answered (policy_reply),
@@ -224,6 +341,18 @@ _printf_(2, 3) static void reply(SmtpSession *s, const char *fmt, ...) {
         if (!text) {
                 s->dead = true;
                 return;
+        }
+        /* The footer follows the last line of a reply ("550 ...", not
+         * "550-..."); it is neither logged nor counted as an error. */
+        if (S(s)->reject_footer && (text[0] == '4' || text[0] == '5') && strlen(text) >= 3 &&
+            (text[3] == ' ' || text[3] == 0)) {
+                char *full = footer_apply(s, text);
+                if (!full) {
+                        s->dead = true;
+                        return;
+                }
+                free(text);
+                text = full;
         }
         r = strbuf_puts(&s->out, text);
         if (r >= 0)
@@ -241,7 +370,12 @@ _printf_(2, 3) static void reply(SmtpSession *s, const char *fmt, ...) {
                 s->error_classes |= cls;
         }
         if (recording(s))
-                smtpd_transcript_add(&s->transcript, "Out: ", text, strlen(text));
+                for (const char *p = text, *e; *p; p = *e ? e + 2 : e) {
+                        e = strstr(p, "\r\n");
+                        if (!e)
+                                e = p + strlen(p);
+                        smtpd_transcript_add(&s->transcript, "Out: ", p, (size_t) (e - p));
+                }
 }
 
 /* A rejection by a restriction, a rate limit or a content check: the
@@ -897,6 +1031,7 @@ static void message_commit(SmtpSession *s) {
                 /* Accepted and dropped, as Postfix's DISCARD does. */
                 reply(s, "250 2.0.0 Ok: queued as %s", t->queue_id);
                 s->error_count = 0;
+                s->junk_commands = 0;
                 goto done;
         }
         if (t->redirect) {
@@ -955,6 +1090,7 @@ static void on_commit_done(void *userdata, int r) {
                          t->hold ? "hold" : "incoming");
                 reply(s, "250 2.0.0 Ok: queued as %s", t->queue_id);
                 s->error_count = 0;
+                s->junk_commands = 0;
                 /* As Postfix: a client that got its mail through has no
                  * errors worth a notice (smtpd's error_mask = 0). */
                 s->error_classes = 0;
@@ -1005,8 +1141,28 @@ static bool auth_needs_tls(SmtpSession *s) {
         return !s->tls_info && (S(s)->tls_auth_only || S(s)->tls_level == SMTPD_TLS_ENCRYPT);
 }
 
+/* smtpd_sasl_exceptions_networks only hides AUTH from EHLO, as in
+ * Postfix: the command itself still works. */
 static bool auth_offered(SmtpSession *s) {
-        return S(s)->sasl_enable && s->smtpd->sasl && !s->sasl_username && !auth_needs_tls(s);
+        return S(s)->sasl_enable && s->smtpd->sasl && !s->sasl_username && !auth_needs_tls(s) &&
+               !(S(s)->ehlo_discard & SMTPD_EHLO_AUTH) && !smtpd_check_sasl_exception(s->check);
+}
+
+/* The names of the keywords in mask, for the log (static buffer). */
+static const char *ehlo_discard_names(unsigned mask) {
+        static const char *const names[] = {
+                "PIPELINING", "SIZE", "VRFY", "ETRN", "STARTTLS", "AUTH",
+                "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING",
+        };
+        static char buf[160];
+        size_t n = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (mask & (1u << i))
+                        n += (size_t) snprintf(buf + n, sizeof(buf) - n, "%s%s", n ? " " : "",
+                                               names[i]);
+        return buf;
 }
 
 /* Commands. Each returns true when the command succeeded (for the
@@ -1058,45 +1214,72 @@ static void helo_checked(SmtpSession *s, const RestrictResult *res) {
                 s->cmd_ok[s->pending_verb]++;
 }
 
+/* The EHLO reply: one line per keyword, less those that
+ * smtpd_discard_ehlo_keywords names (logged, as Postfix does, unless
+ * silent-discard is among them). */
 static bool helo_reply(SmtpSession *s, SmtpVerb verb) {
+        unsigned discard = S(s)->ehlo_discard;
+        _cleanup_strv_free_ char **lines = NULL;
+        _cleanup_free_ char *mechs = NULL;
+        char size[32];
+
         if (verb == SMTP_VERB_HELO) {
                 reply(s, "250 %s", S(s)->myhostname);
                 return true;
         }
-        reply(s, "250-%s", S(s)->myhostname);
-        reply(s, "250-PIPELINING");
+        if ((discard & ~SMTPD_EHLO_SILENT) && !(discard & SMTPD_EHLO_SILENT))
+                log_info("%s: discarding EHLO keywords: %s", s->client, ehlo_discard_names(discard));
         if (S(s)->message_size_limit)
-                reply(s, "250-SIZE %llu", (unsigned long long) S(s)->message_size_limit);
+                snprintf(size, sizeof(size), "SIZE %llu",
+                         (unsigned long long) S(s)->message_size_limit);
         else
-                reply(s, "250-SIZE");
-        if (!S(s)->disable_vrfy)
-                reply(s, "250-VRFY");
-        if (starttls_offered(s))
-                reply(s, "250-STARTTLS");
+                snprintf(size, sizeof(size), "SIZE");
         if (auth_offered(s)) {
-                _cleanup_free_ char *mechs = smtpd_sasl_mechanisms(
-                        s->smtpd->sasl, s->tls_info ? S(s)->sasl_tls_forbid : S(s)->sasl_forbid);
+                mechs = smtpd_sasl_mechanisms(s->smtpd->sasl, s->tls_info ? S(s)->sasl_tls_forbid
+                                                                          : S(s)->sasl_forbid);
                 /* Fresh mechanisms for the AUTH that may follow. */
                 smtpd_sasl_kick(s->smtpd->sasl);
-                if (!isempty(mechs)) {
-                        reply(s, "250-AUTH %s", mechs);
-                        if (S(s)->broken_sasl_auth_clients)
-                                reply(s, "250-AUTH=%s", mechs);
-                }
         }
-        reply(s, "250-ENHANCEDSTATUSCODES");
-        reply(s, "250-8BITMIME");
-        reply(s, "250-DSN");
-        if (S(s)->smtputf8_enable)
-                reply(s, "250-SMTPUTF8");
-        reply(s, "250 CHUNKING");
+#define KEYWORD(cond, ...)                                                      \
+        do {                                                                    \
+                char *_l;                                                       \
+                if (!(cond))                                                    \
+                        break;                                                  \
+                _l = strdup_printf(__VA_ARGS__);                                \
+                if (!_l || strv_consume(&lines, _l) < 0) {                      \
+                        s->dead = true;                                         \
+                        return false;                                           \
+                }                                                               \
+        } while (0)
+        KEYWORD(true, "%s", S(s)->myhostname);
+        KEYWORD(!(discard & SMTPD_EHLO_PIPELINING), "PIPELINING");
+        KEYWORD(!(discard & SMTPD_EHLO_SIZE), "%s", size);
+        KEYWORD(!(discard & SMTPD_EHLO_VRFY) && !S(s)->disable_vrfy, "VRFY");
+        KEYWORD(!(discard & SMTPD_EHLO_STARTTLS) && starttls_offered(s), "STARTTLS");
+        KEYWORD(!isempty(mechs), "AUTH %s", mechs);
+        KEYWORD(!isempty(mechs) && S(s)->broken_sasl_auth_clients, "AUTH=%s", mechs);
+        KEYWORD(!(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES), "ENHANCEDSTATUSCODES");
+        KEYWORD(!(discard & SMTPD_EHLO_8BITMIME), "8BITMIME");
+        KEYWORD(!(discard & SMTPD_EHLO_DSN), "DSN");
+        KEYWORD(!(discard & SMTPD_EHLO_SMTPUTF8) && S(s)->smtputf8_enable, "SMTPUTF8");
+        KEYWORD(!(discard & SMTPD_EHLO_CHUNKING), "CHUNKING");
+#undef KEYWORD
+        STRV_FOREACH(l, lines)
+                reply(s, "250%c%s", l[1] ? '-' : ' ', *l);
         return true;
 }
 
+/* What MAIL and RCPT accept: DSN and SMTPUTF8 parameters only where
+ * EHLO announces them (smtpd_discard_ehlo_keywords), bare addresses
+ * unless strict_rfc821_envelopes. */
 static unsigned parse_flags(SmtpSession *s) {
-        unsigned f = SMTP_PARSE_DSN | SMTP_PARSE_8BITMIME;
-        if (S(s)->smtputf8_enable)
+        unsigned f = SMTP_PARSE_8BITMIME;
+        if (!(S(s)->ehlo_discard & SMTPD_EHLO_DSN))
+                f |= SMTP_PARSE_DSN;
+        if (S(s)->smtputf8_enable && !(S(s)->ehlo_discard & SMTPD_EHLO_SMTPUTF8))
                 f |= SMTP_PARSE_SMTPUTF8;
+        if (S(s)->strict_rfc821_envelopes)
+                f |= SMTP_PARSE_STRICT;
         if (s->tx && s->tx->mail.smtputf8)
                 f |= SMTP_PARSE_UTF8_SESSION;
         return f;
@@ -1358,6 +1541,13 @@ static bool cmd_bdat(SmtpSession *s, const char *args) {
         uint64_t size;
         bool last;
 
+        if (S(s)->ehlo_discard & SMTPD_EHLO_CHUNKING) {
+                /* Not announced: the chunk that follows cannot be told from
+                 * commands, so the session ends (Postfix). */
+                reply(s, "521 5.5.1 Error: command not implemented");
+                session_close(s);
+                return false;
+        }
         if (smtp_bdat_parse(args, &size, &last, &err) < 0) {
                 /* Without a valid size the chunk cannot be skipped. */
                 reply(s, "%s", err);
@@ -1409,7 +1599,8 @@ static bool cmd_starttls(SmtpSession *s, const char *args) {
                 reply(s, "554 5.5.1 Error: TLS already active");
                 return false;
         }
-        if (S(s)->tls_level == SMTPD_TLS_NONE || S(s)->tls_wrappermode) {
+        if (S(s)->tls_level == SMTPD_TLS_NONE || S(s)->tls_wrappermode ||
+            (S(s)->ehlo_discard & SMTPD_EHLO_STARTTLS)) {
                 reply(s, "502 5.5.1 Error: command not implemented");
                 return false;
         }
@@ -1571,7 +1762,7 @@ static bool cmd_auth(SmtpSession *s, const char *args) {
         SmtpdSaslClient client;
         int r;
 
-        if (!S(s)->sasl_enable) {
+        if (!S(s)->sasl_enable || (S(s)->ehlo_discard & SMTPD_EHLO_AUTH)) {
                 reply(s, "503 5.5.1 Error: authentication not enabled");
                 return false;
         }
@@ -1685,6 +1876,14 @@ static void auth_response(SmtpSession *s, const char *line) {
         s->state = SMTP_STATE_AUTH_SERVER;
 }
 
+/* Commands that move no mail (NOOP, VRFY, ETRN, RSET and
+ * smtpd_noop_commands): past smtpd_junk_command_limit of them since the
+ * last delivered message each one counts as an error (Postfix). */
+static void count_junk(SmtpSession *s) {
+        if (s->junk_commands++ > S(s)->junk_command_limit)
+                s->error_count++;
+}
+
 static void handle_command(SmtpSession *s, char *line, size_t len) {
         const char *args;
         SmtpVerb verb;
@@ -1696,13 +1895,25 @@ static void handle_command(SmtpSession *s, char *line, size_t len) {
                 reply(s, "500 5.5.2 Error: bad syntax");
                 return;
         }
+        /* smtpd_noop_commands: answered before anything else looks at
+         * the command, as Postfix does. */
+        if (S(s)->noop_commands) {
+                size_t n = strcspn(line, " \t");
+                STRV_FOREACH(c, S(s)->noop_commands)
+                        if (strlen(*c) == n && strncasecmp(line, *c, n) == 0) {
+                                reply(s, "250 2.0.0 Ok");
+                                count_junk(s);
+                                return;
+                        }
+        }
         verb = smtp_verb_parse(line, &args);
         s->last_verb = verb;
         s->cmd_total[verb]++;
         /* For reject_unauth_pipelining: input ahead of a command that
          * ends a group, or any input ahead without ESMTP PIPELINING. */
         if (s->in.len > s->in_pos && verb != SMTP_VERB_QUIT &&
-            (smtp_verb_ends_group(verb) || !s->esmtp))
+            (smtp_verb_ends_group(verb) || !s->esmtp ||
+             (S(s)->ehlo_discard & SMTPD_EHLO_PIPELINING)))
                 s->ill_pipelining = true;
 
         /* RFC 2920 3.1: after a command that ends a group the client must
@@ -1798,6 +2009,9 @@ static void handle_command(SmtpSession *s, char *line, size_t len) {
         }
         if (ok)
                 s->cmd_ok[verb]++;
+        if (verb == SMTP_VERB_NOOP || verb == SMTP_VERB_VRFY || verb == SMTP_VERB_ETRN ||
+            verb == SMTP_VERB_RSET)
+                count_junk(s);
 }
 
 /* Feeds buffered input to the DATA or BDAT decoder. Returns false when it

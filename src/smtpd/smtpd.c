@@ -88,6 +88,8 @@ void smtpd_settings_done(SmtpdSettings *s) {
         map_list_free(s->body_checks);
         free(s->sasl_path);
         free(s->sasl_service);
+        free(s->reject_footer);
+        strv_free(s->noop_commands);
         addr_classifier_free(s->own_addresses);
         *s = (SmtpdSettings) {0};
 }
@@ -215,6 +217,60 @@ static int settings_load_header_rewrite(Config *c, Diag *diags, SmtpdSettings *s
         return 0;
 }
 
+static unsigned ehlo_discard_parse(char * const *words, Diag *diags) {
+        static const struct {
+                const char *name;
+                unsigned bit;
+        } keywords[] = {
+                {"pipelining", SMTPD_EHLO_PIPELINING},
+                {"size", SMTPD_EHLO_SIZE},
+                {"vrfy", SMTPD_EHLO_VRFY},
+                {"etrn", SMTPD_EHLO_ETRN},
+                {"starttls", SMTPD_EHLO_STARTTLS},
+                {"auth", SMTPD_EHLO_AUTH},
+                {"enhancedstatuscodes", SMTPD_EHLO_ENHANCEDSTATUSCODES},
+                {"8bitmime", SMTPD_EHLO_8BITMIME},
+                {"dsn", SMTPD_EHLO_DSN},
+                {"smtputf8", SMTPD_EHLO_SMTPUTF8},
+                {"chunking", SMTPD_EHLO_CHUNKING},
+                {"xclient", SMTPD_EHLO_OTHER},
+                {"xforward", SMTPD_EHLO_OTHER},
+                {"verp", SMTPD_EHLO_OTHER},
+                {"silent-discard", SMTPD_EHLO_SILENT},
+        };
+        unsigned mask = 0;
+
+        STRV_FOREACH(w, words) {
+                size_t i;
+                for (i = 0; i < ELEMENTSOF(keywords); i++)
+                        if (strcaseeq(*w, keywords[i].name))
+                                break;
+                if (i < ELEMENTSOF(keywords))
+                        mask |= keywords[i].bit;
+                else
+                        diag_warning(diags, NULL, 0, "smtpd_discard_ehlo_keywords: ignoring "
+                                     "unknown keyword \"%s\"", *w);
+        }
+        return mask;
+}
+
+/* smtpd_reject_footer, smtpd_discard_ehlo_keywords, smtpd_noop_commands,
+ * smtpd_junk_command_limit, strict_rfc821_envelopes. */
+static int settings_load_protocol(Config *c, Diag *diags, SmtpdSettings *s) {
+        const char *footer = conf_get_str(c, P_SMTPD_REJECT_FOOTER);
+        char * const *noop = conf_get_list(c, P_SMTPD_NOOP_COMMANDS);
+
+        if (!isempty(footer) && !(s->reject_footer = strdup(footer)))
+                return -ENOMEM;
+        s->ehlo_discard = ehlo_discard_parse(conf_get_list(c, P_SMTPD_DISCARD_EHLO_KEYWORDS),
+                                             diags);
+        if (noop && noop[0] && strv_copy(noop, &s->noop_commands) < 0)
+                return -ENOMEM;
+        s->junk_command_limit = (unsigned) MAX(conf_get_int(c, P_SMTPD_JUNK_COMMAND_LIMIT), 0);
+        s->strict_rfc821_envelopes = conf_get_bool(c, P_STRICT_RFC821_ENVELOPES);
+        return 0;
+}
+
 static int settings_load(Config *c, const char *service, Diag *diags, SmtpdSettings *s) {
         _cleanup_strv_free_ char **tables = NULL;
         const char *bare, *qmgr;
@@ -255,6 +311,9 @@ static int settings_load(Config *c, const char *service, Diag *diags, SmtpdSetti
         s->max_idle_usec = MAX(conf_get_time(c, P_MAX_IDLE), 1) * 1000000ULL;
         s->session_limit = SESSION_LIMIT_DEFAULT;
         r = settings_load_header_rewrite(c, diags, s);
+        if (r < 0)
+                return r;
+        r = settings_load_protocol(c, diags, s);
         if (r < 0)
                 return r;
 

@@ -35,6 +35,23 @@ enum {
         SMTPD_REWRITE_INET_INTERFACES = 1 << 3, /* permit_inet_interfaces */
 };
 
+/* smtpd_discard_ehlo_keywords: what EHLO does not announce. */
+enum {
+        SMTPD_EHLO_PIPELINING = 1 << 0,
+        SMTPD_EHLO_SIZE = 1 << 1,
+        SMTPD_EHLO_VRFY = 1 << 2,
+        SMTPD_EHLO_ETRN = 1 << 3,
+        SMTPD_EHLO_STARTTLS = 1 << 4,
+        SMTPD_EHLO_AUTH = 1 << 5,
+        SMTPD_EHLO_ENHANCEDSTATUSCODES = 1 << 6,
+        SMTPD_EHLO_8BITMIME = 1 << 7,
+        SMTPD_EHLO_DSN = 1 << 8,
+        SMTPD_EHLO_SMTPUTF8 = 1 << 9,
+        SMTPD_EHLO_CHUNKING = 1 << 10,
+        SMTPD_EHLO_OTHER = 1 << 11,     /* xclient, xforward, verp: never announced */
+        SMTPD_EHLO_SILENT = 1 << 12,    /* silent-discard: do not log the discarding */
+};
+
 typedef enum SmtpdBareNewline {
         SMTPD_BARE_NEWLINE_NO,          /* accept bare LF as a content line end */
         SMTPD_BARE_NEWLINE_NORMALIZE,   /* the same, and log it (Postfix 3.9 default) */
@@ -96,6 +113,12 @@ typedef struct SmtpdSettings {
         bool tls_auth_only;             /* smtpd_tls_auth_only, or level encrypt */
         bool sasl_authenticated_header;
         bool broken_sasl_auth_clients;
+        /* Protocol details. */
+        char *reject_footer;            /* smtpd_reject_footer, NULL when empty */
+        unsigned ehlo_discard;          /* SMTPD_EHLO_* of smtpd_discard_ehlo_keywords */
+        char **noop_commands;           /* smtpd_noop_commands, NULL when empty */
+        unsigned junk_command_limit;
+        bool strict_rfc821_envelopes;
 } SmtpdSettings;
 
 void smtpd_settings_done(SmtpdSettings *s);

@@ -156,6 +156,13 @@ static void test_golden(void) {
                         got = run_mail(input, SMTP_PARSE_SMTPUTF8 | SMTP_PARSE_DSN | SMTP_PARSE_8BITMIME);
                 else if (streq(kind, "mail-nodsn"))
                         got = run_mail(input, SMTP_PARSE_8BITMIME);
+                else if (streq(kind, "mail-strict"))
+                        got = run_mail(input, SMTP_PARSE_DSN | SMTP_PARSE_8BITMIME |
+                                                      SMTP_PARSE_STRICT);
+                else if (streq(kind, "rcpt-nodsn"))
+                        got = run_rcpt(input, 0);
+                else if (streq(kind, "rcpt-strict"))
+                        got = run_rcpt(input, SMTP_PARSE_DSN | SMTP_PARSE_STRICT);
                 else if (streq(kind, "rcpt"))
                         got = run_rcpt(input, SMTP_PARSE_SMTPUTF8 | SMTP_PARSE_DSN);
                 else if (streq(kind, "rcpt-utf8"))
