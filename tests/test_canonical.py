@@ -77,8 +77,13 @@ def send(inst, sender, rcpts, headers, body='Hello.\n'):
 def delivered(inst, box, n=1):
     """The messages in a virtual mailbox, once there are n."""
     path = os.path.join(inst.vmail, 'example.com', box)
-    files = wait_for(lambda: len(maildir_messages(path)) >= n and maildir_messages(path),
-                     what='%d message(s) in %s' % (n, box))
+    try:
+        files = wait_for(lambda: len(maildir_messages(path)) >= n and maildir_messages(path),
+                         what='%d message(s) in %s' % (n, box))
+    except TimeoutError:
+        raise TimeoutError('no %d message(s) in %s; queue %s; logs:\n%s' % (
+            n, box, {q: inst.queue_ids(q) for q in ('incoming', 'active', 'deferred', 'hold')},
+            inst.all_logs()))
     return [read_message(p) for p in files]
 
 
@@ -255,3 +260,23 @@ def test_rewritten_recipient_keeps_original_for_dsn(make):
     text = notice.as_string()
     assert re.search(r'(?m)^Original-Recipient: rfc822; ?old@example.com$', text), text
     assert re.search(r'(?m)^Final-Recipient: rfc822; ?info@example.com$', text), text
+
+
+def test_held_at_reception_mapped_after_release(make):
+    """A message that header_checks put on hold at reception never passed
+    incoming/; once released (postsuper -H) it is mapped before delivery."""
+    inst = make(tables={'sender_canonical_maps': ('sender_canonical', SENDER_TABLE, 'hash'),
+                        'header_checks': ('header_checks', '/^Subject: hold me/  HOLD\n',
+                                          'regexp')})
+    inst.start()
+    qid = send(inst, 'alice@mx.example.com', ['info@example.com'],
+               ['From: alice@mx.example.com', 'Subject: hold me'])
+    wait_for(lambda: qid in inst.queue_ids('hold'), what='the message on hold')
+    r = inst.tool('postsuper', '-H', qid)
+    assert r.returncode == 0, r.stderr
+    r = inst.tool('postqueue', '-f')       # as the queue manager's timer would
+    assert r.returncode == 0, r.stderr
+    msg, = delivered(inst, 'info')
+    assert msg['Return-Path'] == '<alice.smith@example.com>'
+    assert raw(msg, 'From') == ['alice.smith@example.com']
+    inst.wait_log('qmgr', r'%s: removed' % qid)

@@ -385,8 +385,12 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                 return 0;
         }
         /* A failed alias expansion whose bounce is not queued yet: expand
-         * again, which happens on the way from incoming/ (qmgr-alias.c). */
-        if (!streq(from, QUEUE_INCOMING) && (env.flags & QUEUE_FLAG_ALIAS_ERROR)) {
+         * again, which happens on the way from incoming/ (qmgr-alias.c).
+         * Likewise a message put on hold at reception and released since:
+         * it never passed incoming/, where canonical mapping and alias
+         * expansion happen. */
+        if (!streq(from, QUEUE_INCOMING) &&
+            (env.flags & (QUEUE_FLAG_ALIAS_ERROR | QUEUE_FLAG_HOLD))) {
                 queue_envelope_done(&env);
                 fd = safe_close_fd(fd);
                 r = queue_move(q->queue_fd, id, from, QUEUE_INCOMING);
@@ -396,6 +400,10 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
         }
 
         if (streq(from, QUEUE_INCOMING)) {
+                /* Released from hold: the flag goes once this pass is on disk. */
+                bool was_held = env.flags & QUEUE_FLAG_HOLD;
+
+                env.flags &= ~(unsigned) QUEUE_FLAG_HOLD;
                 /* postsuper -r: the header processing again (qmgr-header.c). */
                 if (env.flags & QUEUE_FLAG_REQUEUE) {
                         r = qmgr_header_requeue(q, id, &fd, &env, &verdict);
@@ -423,7 +431,8 @@ static int message_activate(Qmgr *q, const char *from, const char *id) {
                         queue_envelope_done(&env);
                         return r;
                 }
-                if (r > 0 || canonical_changed || (env.flags & QUEUE_FLAG_REQUEUE)) {
+                if (r > 0 || canonical_changed || was_held ||
+                    (env.flags & QUEUE_FLAG_REQUEUE)) {
                         _cleanup_(queue_writer_freep) QueueWriter *w = NULL;
                         env.flags &= ~(unsigned) QUEUE_FLAG_REQUEUE;
                         r = queue_file_rewrite(fd, &env, q->incoming_fd, &w);
