@@ -875,6 +875,43 @@ def test_policy_explain_sasl_and_json(tmp_path):
             'outcome': 'permit (authenticated as alice)'} in out['steps']
 
 
+def test_policy_explain_sender_login_mismatch(tmp_path):
+    """The sender login checks as posternctl policy explain shows them:
+    the owner passes, another login and no login are refused with
+    Postfix's replies, a sender without owner passes the "known" variant."""
+    conf = write_conf(tmp_path, EXPLAIN_CF +
+                      'smtpd_sender_login_maps = inline:{ alice@example.test=alice, '
+                      '{ @team.example = bob, carol } }\n'
+                      'smtpd_sender_restrictions = reject_known_sender_login_mismatch, '
+                      'reject_sender_login_mismatch\n')
+
+    def explain(sender, *login):
+        r = posternctl('policy', 'explain', '-c', conf, '--client', '192.0.2.10', '--from',
+                       sender, '--to', 'alice@example.test', '--no-dns', *login)
+        assert r.returncode == 0, r.stderr
+        return [line for line in r.stdout.splitlines()
+                if line.startswith(('smtpd_sender_restrictions', 'verdict'))]
+    assert explain('Alice@example.test', '--sasl', 'alice') == [
+        'smtpd_sender_restrictions: reject_known_sender_login_mismatch: no match '
+        '(Alice@example.test is owned by alice)',
+        'smtpd_sender_restrictions: reject_sender_login_mismatch: no match '
+        '(Alice@example.test is owned by alice)',
+        'verdict: accept']
+    assert explain('x@team.example', '--sasl', 'alice')[0] == (
+        'smtpd_sender_restrictions: reject_known_sender_login_mismatch: reject: 553 5.7.1 '
+        '<x@team.example>: Sender address rejected: not owned by user alice')
+    assert explain('x@team.example', '--sasl', 'carol')[-1] == 'verdict: accept'
+    assert explain('x@team.example')[-1] == (
+        'verdict: reject (553 5.7.1 <x@team.example>: Sender address rejected: not logged in)')
+    assert explain('x@other.example', '--sasl', 'alice') == [
+        'smtpd_sender_restrictions: reject_known_sender_login_mismatch: no match '
+        '(x@other.example has no owner)',
+        'smtpd_sender_restrictions: reject_sender_login_mismatch: reject: 553 5.7.1 '
+        '<x@other.example>: Sender address rejected: not owned by user alice',
+        'verdict: reject (553 5.7.1 <x@other.example>: Sender address rejected: not owned by '
+        'user alice)']
+
+
 def test_policy_explain_unknown_user_and_dns(net, tmp_path):
     conf = write_conf(tmp_path, EXPLAIN_CF + 'dns_resolver_servers = 127.0.0.1\n'
                       'smtpd_client_restrictions = reject_rbl_client rbl.test\n')
