@@ -280,3 +280,18 @@ def test_held_at_reception_mapped_after_release(make):
     assert msg['Return-Path'] == '<alice.smith@example.com>'
     assert raw(msg, 'From') == ['alice.smith@example.com']
     inst.wait_log('qmgr', r'%s: removed' % qid)
+
+
+def test_long_header_section_and_body_untouched(make):
+    """A From: after 70 kB of other headers is still mapped; an address in
+    the body is not."""
+    inst = make(tables={'sender_canonical_maps': ('sender_canonical', SENDER_TABLE, 'hash')})
+    inst.start()
+    filler = ['X-Filler-%03d: %s' % (i, 'x' * 700) for i in range(100)]
+    send(inst, 'alice@mx.example.com', ['info@example.com'],
+         filler + ['From: alice@mx.example.com', 'Subject: long'],
+         body='From: alice@mx.example.com\n\nalice@mx.example.com\n')
+    msg, = delivered(inst, 'info')
+    assert raw(msg, 'From') == ['alice.smith@example.com']
+    assert len(raw(msg, 'X-Filler-099')) == 1
+    assert msg.get_content() == 'From: alice@mx.example.com\n\nalice@mx.example.com\n'

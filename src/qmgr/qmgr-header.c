@@ -10,6 +10,7 @@
  * body_checks are not run again. Entry point: qmgr_header_requeue(). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,24 +155,41 @@ static int rewrite(Qmgr *q, const char *id, int src_fd, const QueueEnvelope *env
 int qmgr_header_section(int fd, const QueueEnvelope *env, char **ret_content,
                         size_t *ret_hdr_len) {
         _cleanup_free_ char *content = NULL;
-        size_t len, hdr_len;
-
-        len = (size_t) MIN(env->content_size, (uint64_t) HEADER_SECTION_MAX);
-        content = malloc(len + 1);
-        if (!content)
-                return -ENOMEM;
-        if (pread(fd, content, len, (off_t) env->content_offset) != (ssize_t) len)
-                return -EBADMSG;
-        content[len] = '\0';
+        size_t max = (size_t) MIN(env->content_size, (uint64_t) HEADER_SECTION_MAX);
+        size_t len = 0, cap = 0, hdr_len = SIZE_MAX;
 
         /* The header section: up to the first empty line (none when the
-         * content starts with one). */
-        hdr_len = len > 0 && content[0] == '\n' ? 0 : len;
-        for (size_t i = 0; i < len && hdr_len > 0; i++)
-                if (content[i] == '\n' && (i + 1 == len || content[i + 1] == '\n')) {
-                        hdr_len = i + 1;
-                        break;
+         * content starts with one), read in pieces so that the body of a
+         * large message is not. */
+        while (len < max && hdr_len == SIZE_MAX) {
+                size_t want = MIN(max - len, (size_t) 65536);
+                char *n;
+                ssize_t k;
+
+                if (cap < len + want + 1) {
+                        n = realloc(content, len + want + 1);
+                        if (!n)
+                                return -ENOMEM;
+                        content = n;
+                        cap = len + want + 1;
                 }
+                k = pread(fd, content + len, want, (off_t) (env->content_offset + len));
+                if (k < 0)
+                        return -errno;
+                if ((size_t) k != want)
+                        return -EBADMSG;
+                if (len == 0 && content[0] == '\n')
+                        hdr_len = 0;
+                for (size_t i = len > 0 ? len - 1 : 0; i < len + want && hdr_len == SIZE_MAX; i++)
+                        if (content[i] == '\n' && i + 1 < len + want && content[i + 1] == '\n')
+                                hdr_len = i + 1;
+                len += want;
+        }
+        if (!content && !(content = malloc(1)))
+                return -ENOMEM;
+        content[len] = '\0';
+        if (hdr_len == SIZE_MAX)
+                hdr_len = len;          /* no empty line: all of it (up to the cap) */
         *ret_content = steal_ptr(content);
         *ret_hdr_len = hdr_len;
         return 0;
