@@ -156,7 +156,8 @@ def test_remote_header_rewrite_domain(make):
 def test_recipient_canonical_and_domain_mapping(make):
     """recipient_canonical_maps: an address and an "@domain" entry (the
     user is kept); envelope recipients and To:/Cc: change, the original
-    recipient stays in Received:."""
+    recipient stays in Received: and is logged as orig_to= and written as
+    X-Original-To:, as Postfix does."""
     inst = make(tables={'recipient_canonical_maps': (
         'recipient_canonical', 'old@example.com  info@example.com\n'
                                '@legacy.example  @example.com\n', 'hash')})
@@ -166,6 +167,7 @@ def test_recipient_canonical_and_domain_mapping(make):
                 'Cc: sales@legacy.example (Sales)', 'Subject: rcpt'])
     msg, = delivered(inst, 'info')
     assert msg['Delivered-To'] == 'info@example.com'
+    assert msg['X-Original-To'] == 'old@example.com'
     assert raw(msg, 'To') == ['Old Address <info@example.com>']
     assert raw(msg, 'Cc') == ['sales@example.com (Sales)']
     assert raw(msg, 'From') == ['someone@example.org']
@@ -176,8 +178,10 @@ def test_recipient_canonical_and_domain_mapping(make):
     msg2, = delivered(inst, 'sales')
     assert msg2['Delivered-To'] == 'sales@example.com'
     assert raw(msg2, 'To') == ['sales@example.com']
-    inst.wait_log('qmgr', r'%s: to=<sales@example.com>, .*status=sent' % qid2)
-    inst.wait_log('qmgr', r'%s: to=<info@example.com>, .*status=sent' % qid)
+    inst.wait_log('qmgr', r'%s: to=<sales@example.com>, orig_to=<sales@legacy.example>, '
+                          r'.*status=sent' % qid2)
+    inst.wait_log('qmgr', r'%s: to=<info@example.com>, orig_to=<old@example.com>, '
+                          r'.*status=sent' % qid)
 
 
 @pytest.mark.parametrize('propagate, want', [
@@ -295,3 +299,21 @@ def test_long_header_section_and_body_untouched(make):
     assert raw(msg, 'From') == ['alice.smith@example.com']
     assert len(raw(msg, 'X-Filler-099')) == 1
     assert msg.get_content() == 'From: alice@mx.example.com\n\nalice@mx.example.com\n'
+
+
+def test_canonical_then_virtual_alias(make):
+    """Canonical mapping comes before virtual alias expansion, and the
+    alias result still names the address as received."""
+    inst = make(tables={'recipient_canonical_maps': (
+                            'recipient_canonical', 'old@example.com  team@example.com\n', 'hash'),
+                        'virtual_alias_maps': (
+                            'virtual', 'team@example.com  sales@example.com\n', 'hash')})
+    inst.start()
+    qid = send(inst, 'someone@example.org', ['old@example.com'],
+               ['From: someone@example.org', 'To: old@example.com', 'Subject: both'])
+    msg, = delivered(inst, 'sales')
+    assert msg['Delivered-To'] == 'sales@example.com'
+    assert msg['X-Original-To'] == 'old@example.com'
+    assert raw(msg, 'To') == ['team@example.com']
+    inst.wait_log('qmgr', r'%s: to=<sales@example.com>, orig_to=<old@example.com>, '
+                          r'.*status=sent' % qid)

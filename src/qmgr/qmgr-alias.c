@@ -120,6 +120,8 @@ static int undo_expansion(QueueEnvelope *env) {
                 r = queue_envelope_add_rcpt(&fresh, rc->address, rc->notify, rc->orcpt);
                 if (r >= 0)
                         r = queue_envelope_set_orig(&fresh, fresh.n_rcpts - 1, rc->orig);
+                if (r >= 0)
+                        r = queue_envelope_set_canon(&fresh, fresh.n_rcpts - 1, rc->canon);
                 if (r < 0) {
                         queue_envelope_clear_rcpts(&fresh);
                         return r;
@@ -167,7 +169,7 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
         n0 = env->n_rcpts;
         for (size_t i = 0; i < n0; i++) {
                 _cleanup_strv_free_ char **leaves = NULL;
-                _cleanup_free_ char *parent = NULL;
+                _cleanup_free_ char *parent = NULL, *canon = NULL;
                 unsigned notify;
                 _cleanup_free_ char *orcpt = NULL;
 
@@ -198,6 +200,9 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
                 notify = env->rcpts[i].notify;
                 if (env->rcpts[i].orcpt && !(orcpt = strdup(env->rcpts[i].orcpt)))
                         return -ENOMEM;
+                /* The address as received, before canonical mapping. */
+                if (env->rcpts[i].canon && !(canon = strdup(env->rcpts[i].canon)))
+                        return -ENOMEM;
                 env->rcpts[i].status = QUEUE_RCPT_EXPANDED;
                 changed = true;
                 STRV_FOREACH(l, leaves) {
@@ -206,6 +211,8 @@ int qmgr_alias_expand(Qmgr *q, QueueEnvelope *env, char ***ret_errors) {
                         r = queue_envelope_add_rcpt(env, *l, notify, orcpt);
                         if (r >= 0)
                                 r = queue_envelope_set_orig(env, env->n_rcpts - 1, parent);
+                        if (r >= 0)
+                                r = queue_envelope_set_canon(env, env->n_rcpts - 1, canon);
                         if (r < 0)
                                 return r;
                 }

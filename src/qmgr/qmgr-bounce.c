@@ -246,7 +246,7 @@ static int notify_start(Qmgr *q, QmgrMessage *m, QmgrNotice kind, size_t *idx, s
                                   : kind == QMGR_NOTICE_DELAY   ? "4.0.0"
                                                                 : "2.0.0";
                 r = sd_bus_message_append(msg, "(usssss)", (uint32_t) idx[k], rc->address,
-                                          rc->orig ? rc->orig : rc->address, dsn,
+                                          queue_rcpt_original(rc), dsn,
                                           strempty(st->reason), remote_relay(st->relay));
         }
         if (r >= 0)

@@ -20,8 +20,10 @@
  *
  * Envelope: the sender (not the null sender) and every pending recipient
  * that is not the result of an alias expansion. A recipient that changes
- * and came without ORCPT gets "rfc822;ORIGINAL" as its ORCPT, so delivery
- * status notifications and the next hop still see the address as sent.
+ * keeps the address as received ("canon=", logged as orig_to= and passed
+ * on as the original recipient, X-Original-To:); when it came without
+ * ORCPT it gets "rfc822;ORIGINAL" as its ORCPT, so delivery status
+ * notifications and the next hop still see the address as sent.
  *
  * Headers: From, Sender, Reply-To, Errors-To, Return-Receipt-To,
  * Resent-From, Resent-Sender, Resent-Reply-To (header_sender); To, Cc, Bcc,
@@ -369,6 +371,8 @@ int qmgr_canonical(Qmgr *q, const char *id, int *fd, QueueEnvelope *env) {
                         if (!rc->orcpt)
                                 return -ENOMEM;
                 }
+                if (!rc->canon && !(rc->canon = strdup(rc->address)))
+                        return -ENOMEM;
                 free(rc->address);
                 rc->address = steal_ptr(a);
                 changed = true;

@@ -484,14 +484,15 @@ void qmgr_record_result_timed(QmgrMessage *m, size_t i, const char *status, cons
         setup_usec = MIN(setup_usec, now - MIN(dispatch_usec, now));
         qmgr_format_delay((double) setup_usec / 1e6, c);
         qmgr_format_delay((double) (now - MIN(dispatch_usec, now) - setup_usec) / 1e6, d);
-        if (rc->orig && !streq(rc->orig, rc->address))
-                orig = strdup_printf(", orig_to=<%s>", rc->orig);
+        if (!streq(queue_rcpt_original(rc), rc->address))
+                orig = strdup_printf(", orig_to=<%s>", queue_rcpt_original(rc));
         /* After dsn=, before status=: parsers of Postfix's line that take
          * "status=" as the last field keep working. */
         if (tls_v)
                 tls_text = strdup_printf(", tls=%s", tls_v);
         log_mail(LOG_INFO, msgid, m->id,
-                 LOG_FIELDS("POSTERN_RECIPIENT", rc->address, "POSTERN_ORIG_RECIPIENT", rc->orig,
+                 LOG_FIELDS("POSTERN_RECIPIENT", rc->address, "POSTERN_ORIG_RECIPIENT",
+                            rc->canon ? rc->canon : rc->orig,
                             "POSTERN_SENDER", m->env.sender, "POSTERN_RELAY", relay,
                             "POSTERN_DSN", dsn, "POSTERN_STATUS", status, "POSTERN_TLS", tls_v),
                  "to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s%s, status=%s (%s)",
@@ -730,7 +731,7 @@ static int job_start(Qmgr *q, QmgrJob *j) {
         for (size_t k = 0; r >= 0 && k < j->n; k++) {
                 QueueRecipient *rc = &m->env.rcpts[j->rcpts[k]];
                 r = sd_bus_message_append(msg, "(uss)", (uint32_t) j->rcpts[k], rc->address,
-                                          rc->orig ? rc->orig : rc->address);
+                                          queue_rcpt_original(rc));
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(msg);

@@ -19,6 +19,7 @@ void queue_envelope_clear_rcpts(QueueEnvelope *e) {
                 free(e->rcpts[i].address);
                 free(e->rcpts[i].orcpt);
                 free(e->rcpts[i].orig);
+                free(e->rcpts[i].canon);
         }
         free(e->rcpts);
         e->rcpts = NULL;
@@ -53,6 +54,17 @@ int queue_envelope_set_orig(QueueEnvelope *e, size_t i, const char *orig) {
         return 0;
 }
 
+int queue_envelope_set_canon(QueueEnvelope *e, size_t i, const char *canon) {
+        char *o = NULL;
+        if (i >= e->n_rcpts)
+                return -EINVAL;
+        if (canon && !(o = strdup(canon)))
+                return -ENOMEM;
+        free(e->rcpts[i].canon);
+        e->rcpts[i].canon = o;
+        return 0;
+}
+
 static int dup_field(char **dst, const char *src) {
         *dst = NULL;
         if (src && !(*dst = strdup(src)))
@@ -79,6 +91,8 @@ int queue_envelope_copy(const QueueEnvelope *e, QueueEnvelope *ret) {
                                             e->rcpts[i].orcpt);
                 if (r == 0)
                         r = queue_envelope_set_orig(&c, i, e->rcpts[i].orig);
+                if (r == 0)
+                        r = queue_envelope_set_canon(&c, i, e->rcpts[i].canon);
                 if (r == 0) {
                         c.rcpts[i].status = e->rcpts[i].status;
                         c.rcpts[i].status_offset = e->rcpts[i].status_offset;
@@ -233,6 +247,8 @@ int queue_envelope_format(const QueueEnvelope *e, StrBuf *out) {
                  * that predate it skip the key. */
                 if (rc->orig && (!rc->orig[0] || (r = put(out, "orig", rc->orig)) < 0))
                         return rc->orig[0] ? r : -EINVAL;
+                if (rc->canon && (!rc->canon[0] || (r = put(out, "canon", rc->canon)) < 0))
+                        return rc->canon[0] ? r : -EINVAL;
         }
         return strbuf_puts(out, "end=\n");
 }
@@ -389,6 +405,13 @@ int queue_envelope_parse(const char *text, size_t len, uint64_t base, QueueEnvel
                                 goto fail;
                         }
                         if ((r = queue_envelope_set_orig(&e, e.n_rcpts - 1, value)) < 0)
+                                goto fail;
+                } else if (streq(key, "canon")) {
+                        if (e.n_rcpts == 0 || e.rcpts[e.n_rcpts - 1].canon || !value[0]) {
+                                r = -EBADMSG;
+                                goto fail;
+                        }
+                        if ((r = queue_envelope_set_canon(&e, e.n_rcpts - 1, value)) < 0)
                                 goto fail;
                 } else if (streq(key, "end")) {
                         have_end = true;

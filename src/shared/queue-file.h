@@ -85,7 +85,18 @@ typedef struct QueueRecipient {
         uint64_t status_offset; /* file offset of the status byte; filled by the reader */
         char *orig;             /* address before virtual alias expansion ("orig=" line
                                  * after the rcpt line), NULL when not expanded */
+        char *canon;            /* the recipient as received, before canonical mapping
+                                 * ("canon=" line; alias results inherit it), NULL
+                                 * when not mapped */
 } QueueRecipient;
+
+/* The original recipient of r as Postfix's orig_rcpt: the address as
+ * received (before canonical mapping and alias expansion). Logged as
+ * orig_to=, passed to the delivery agents (X-Original-To:) and the bounce
+ * service. */
+static inline const char *queue_rcpt_original(const QueueRecipient *r) {
+        return r->canon ? r->canon : r->orig ? r->orig : r->address;
+}
 
 typedef struct QueueEnvelope {
         char queue_id[QUEUE_ID_SIZE];
@@ -122,6 +133,8 @@ int queue_envelope_add_rcpt(QueueEnvelope *e, const char *address, unsigned noti
 /* Sets the orig (pre-expansion address) of recipient i (copied; NULL
  * clears). Returns 0 or -ENOMEM. */
 int queue_envelope_set_orig(QueueEnvelope *e, size_t i, const char *orig);
+/* The same for canon (the address before canonical mapping). */
+int queue_envelope_set_canon(QueueEnvelope *e, size_t i, const char *canon);
 /* Deep copy of everything the envelope owns into *ret. 0 or -ENOMEM. */
 int queue_envelope_copy(const QueueEnvelope *e, QueueEnvelope *ret);
 /* Removes all recipients. */

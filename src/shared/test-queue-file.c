@@ -229,8 +229,8 @@ static void teardown(void) {
         CHECK_INT(system(cmd), 0);
 }
 
-/* orig=, fullname= and uid= survive a round trip; orig= without a recipient
- * before it is malformed. */
+/* orig=, canon=, fullname= and uid= survive a round trip; orig= without a
+ * recipient before it and a second canon= are malformed. */
 static void test_extensions(void) {
         QueueEnvelope e = {0}, back = {0};
         StrBuf b = {0};
@@ -242,16 +242,26 @@ static void test_extensions(void) {
         CHECK_INT(queue_envelope_add_rcpt(&e, "list@example.org", 0, NULL), 0);
         CHECK_INT(queue_envelope_add_rcpt(&e, "b@example.com", 0, NULL), 0);
         CHECK_INT(queue_envelope_set_orig(&e, 1, "list@example.org"), 0);
+        CHECK_INT(queue_envelope_set_canon(&e, 1, "old-list@example.org"), 0);
         CHECK_INT(queue_envelope_format(&e, &b), 0);
         CHECK_INT(queue_envelope_parse(b.data, b.len, 100, &back), 0);
         CHECK_STR(back.rcpts[0].orig, NULL);
         CHECK_STR(back.rcpts[1].orig, "list@example.org");
+        CHECK_STR(back.rcpts[0].canon, NULL);
+        CHECK_STR(back.rcpts[1].canon, "old-list@example.org");
+        CHECK_STR(queue_rcpt_original(&back.rcpts[0]), "list@example.org");
+        CHECK_STR(queue_rcpt_original(&back.rcpts[1]), "old-list@example.org");
         CHECK_STR(back.fullname, "A User");
         CHECK_STR(back.submit_uid, "1000");
         queue_envelope_done(&back);
         {
                 static const char bad[] = "id=1xW3yE3ZfVKf3Ms9\ntime=1.000000\nsender=\norig=x@y\n"
                                           "rcpt=- - - a@b\nend=\n";
+                CHECK_INT(queue_envelope_parse(bad, sizeof(bad) - 1, 0, &back), -EBADMSG);
+        }
+        {
+                static const char bad[] = "id=1xW3yE3ZfVKf3Ms9\ntime=1.000000\nsender=\n"
+                                          "rcpt=- - - a@b\ncanon=x@y\ncanon=z@y\nend=\n";
                 CHECK_INT(queue_envelope_parse(bad, sizeof(bad) - 1, 0, &back), -EBADMSG);
         }
         strbuf_done(&b);
