@@ -8,7 +8,8 @@
  * deferred or removed, deferred queue scans, idle exit), qmgr-sched.c
  * (destinations, concurrency windows, round-robin dispatch, Delivery1
  * calls and their results), qmgr-resolve.c (trivial-rewrite: address ->
- * transport and next hop), qmgr-alias.c (virtual_alias_maps expansion),
+ * transport and next hop), qmgr-canonical.c (canonical address mapping),
+ * qmgr-alias.c (virtual_alias_maps expansion),
  * qmgr-bounce.c (the call site of the bounce service), qmgr-bus.c
  * (org.postern.Queue1 server). */
 #pragma once
