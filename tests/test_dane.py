@@ -17,7 +17,8 @@ import pytest
 
 from common import wait_for
 from netns_helpers import Network, have_root_netns, make_test_ca, tempdir
-from test_deliver_remote import DELIVER, PEER_ADDR, Deliverer, SmtpPeer
+# make: the deliverer/peer factory, here on this module's world.
+from test_deliver_remote import DELIVER, PEER_ADDR, Deliverer, SmtpPeer, make  # noqa: F401
 
 NOSTLS_ADDR = '198.51.100.13'   # a peer without STARTTLS
 AUTH_PORT = 5300
@@ -187,31 +188,6 @@ auth-zone:
     finally:
         net.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture
-def make(world):
-    made = []
-
-    def deliverer(main_cf=''):
-        d = Deliverer(world, main_cf)
-        made.append(d)
-        return d
-
-    def peer(**kw):
-        p = SmtpPeer(world, **kw)
-        made.append(p)
-        return p
-
-    yield deliverer, peer
-    errors = []
-    for m in reversed(made):
-        try:
-            m.cleanup()
-        except AssertionError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0]
 
 
 DANE_CF = 'smtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\n'
