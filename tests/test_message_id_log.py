@@ -11,56 +11,26 @@ the records in the journal's native protocol and checks every field."""
 import os
 import shutil
 import smtplib
-import socket
-import struct
 import subprocess
 import tempfile
 
 import pytest
 
 from common import wait_for
+from e2e_helpers import Journal
 from queue_helpers import PICKUP, QueueInstance
 from smtpd_helpers import SMTPD, Smtpd
 
 MSGID_MESSAGE_ID = 'ec303682e8684f64985158d2413ad17d'
 MSGID_QUEUED = '5f0e9b3a1c2d4e6f8a7b9c0d1e2f3a65'
 
-# Runs "$@" with a private /run/systemd whose journal socket is $JOURNAL.
-NAMESPACE_SCRIPT = ('mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd && '
-                    'mkdir /run/systemd/journal && '
-                    'ln -s "$JOURNAL" /run/systemd/journal/socket && exec "$@"')
+class FakeJournal(Journal):
+    """e2e_helpers.Journal in a directory of its own, with the environment
+    the daemons it wraps need."""
 
-
-def parse_native(data):
-    """One datagram of the journal native protocol: NAME=value lines, or
-    NAME, newline, 64-bit little-endian length, value, newline."""
-    fields = {}
-    i = 0
-    while i < len(data):
-        nl = data.index(b'\n', i)
-        eq = data.find(b'=', i, nl)
-        if eq >= 0:
-            fields[data[i:eq].decode()] = data[eq + 1:nl].decode(errors='replace')
-            i = nl + 1
-        else:
-            name = data[i:nl].decode()
-            (size,) = struct.unpack('<Q', data[nl + 1:nl + 9])
-            fields[name] = data[nl + 9:nl + 9 + size].decode(errors='replace')
-            i = nl + 9 + size + 1
-    return fields
-
-
-class FakeJournal:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix='postern-journal.')
-        self.path = os.path.join(self.dir, 'socket')
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.setblocking(False)
-        self.entries = []
-
-    def wrap(self, cmd):
-        return ['unshare', '-m', 'sh', '-c', NAMESPACE_SCRIPT, 'sh'] + list(cmd)
+        super().__init__(self.dir)
 
     def env(self, base=None):
         e = dict(base if base is not None else os.environ)
@@ -68,24 +38,8 @@ class FakeJournal:
         e['POSTERN_LOG_TARGET'] = 'journal'
         return e
 
-    def read(self):
-        while True:
-            try:
-                self.entries.append(parse_native(self.sock.recv(1 << 20)))
-            except BlockingIOError:
-                return self.entries
-
-    def wait(self, pred, what):
-        found = []
-
-        def check():
-            found[:] = [e for e in self.read() if pred(e)]
-            return bool(found)
-        wait_for(check, 10, what)
-        return found
-
     def close(self):
-        self.sock.close()
+        super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
