@@ -37,6 +37,22 @@ if [ ${#missing[@]} -gt 0 ] || [ "${POSTERN_DEPS_FORCE:-}" = 1 ]; then
         if [ -n "$policy_created" ]; then
                 rm -f /usr/sbin/policy-rc.d
         fi
+        # The services of what was installed here for the tests stay off
+        # after a reboot too: Postfix would take port 25 from postern,
+        # dnsmasq and unbound port 53. (Services that were there before are
+        # the administrator's and left alone.)
+        quiet=()
+        for p in "${missing[@]}"; do
+                case $p in
+                postfix) quiet+=(postfix.service) ;;
+                dnsmasq) quiet+=(dnsmasq.service) ;;
+                dovecot-core) quiet+=(dovecot.service dovecot.socket) ;;
+                unbound) quiet+=(unbound.service unbound-resolvconf.service) ;;
+                esac
+        done
+        if [ ${#quiet[@]} -gt 0 ]; then
+                systemctl --root=/ disable --quiet "${quiet[@]}" 2>/dev/null || true
+        fi
 fi
 
 # The default main.cf names the distribution's self-signed certificate.
