@@ -49,66 +49,31 @@
 
 #define CANON_MAX_ROUNDS 10
 
-/* Splits the extension off the local part of addr: returns the offset of
- * the delimiter in addr, or 0 when there is no extension. */
-static size_t ext_offset(Qmgr *q, const char *addr, size_t local_len) {
-        const char *delim = q->settings.recipient_delimiter;
-
-        if (!*delim)
-                return 0;
-        for (size_t i = 1; i < local_len; i++)
-                if (strchr(delim, addr[i]))
-                        return i;
-        return 0;
+static int domain_is_local(const char *domain, void *userdata) {
+        return qmgr_domain_is_local(userdata, domain);
 }
 
 /* One lookup of addr in maps in canonical(5) order. Returns 1 with the
  * new address in *ret, 0 when no key matched, < 0 on a table failure. */
 static int canon_lookup(Qmgr *q, MapList *maps, const char *addr, char **ret) {
-        const char *at = strrchr(addr, '@'), *domain = at ? at + 1 : NULL;
+        const char *at = strrchr(addr, '@');
         size_t local_len = at ? (size_t) (at - addr) : strlen(addr);
-        size_t ext = ext_offset(q, addr, local_len);
-        _cleanup_free_ char *value = NULL, *key = NULL;
+        /* Where the extension starts, for a key that matched without it. */
+        size_t ext = strcspn(addr, q->settings.recipient_delimiter);
+        _cleanup_free_ char *value = NULL;
         _cleanup_strv_free_ char **items = NULL;
         _cleanup_(strbuf_done) StrBuf out = {0};
-        bool stripped = false, catchall = false;
+        MapAddrKey key;
+        bool stripped;
         const char *res, *res_at;
         int r;
 
         *ret = NULL;
-        r = map_list_lookup(maps, addr, &value);
-        if (r == 0 && ext) {
-                key = strdup_printf("%.*s%s%s", (int) ext, addr, at ? "@" : "", strempty(domain));
-                if (!key)
-                        return -ENOMEM;
-                r = map_list_lookup(maps, key, &value);
-                stripped = r > 0;
-                key = mfree_str(key);
-        }
-        if (r == 0 && domain) {
-                r = qmgr_domain_is_local(q, domain);
-                if (r > 0) {
-                        key = strndup_safe(addr, local_len);
-                        if (!key)
-                                return -ENOMEM;
-                        r = map_list_lookup(maps, key, &value);
-                        if (r == 0 && ext) {
-                                key[ext] = '\0';
-                                r = map_list_lookup(maps, key, &value);
-                                stripped = r > 0;
-                        }
-                        key = mfree_str(key);
-                }
-        }
-        if (r == 0 && domain) {
-                key = strdup_printf("@%s", domain);
-                if (!key)
-                        return -ENOMEM;
-                r = map_list_lookup(maps, key, &value);
-                catchall = r > 0;
-        }
+        r = map_list_lookup_addr(maps, addr, q->settings.recipient_delimiter, domain_is_local, q,
+                                 &value, &key);
         if (r <= 0 || !value)
                 return r < 0 ? r : 0;
+        stripped = key == MAP_ADDR_NOEXT || key == MAP_ADDR_LOCAL_NOEXT;
 
         /* Canonical mapping is one to one: the first address counts. */
         r = str_split_list(value, false, &items);
@@ -126,7 +91,7 @@ static int canon_lookup(Qmgr *q, MapList *maps, const char *addr, char **ret) {
         } else {
                 res_at = strrchr(res, '@');
                 size_t res_local = res_at ? (size_t) (res_at - res) : strlen(res);
-                if (stripped && !catchall && q->settings.propagate_canonical)
+                if (stripped && q->settings.propagate_canonical)
                         r = strbuf_printf(&out, "%.*s%.*s", (int) res_local, res,
                                           (int) (local_len - ext), addr + ext);
                 else

@@ -248,6 +248,63 @@ int map_list_lookup(MapList *l, const char *key, char **ret_value) {
         return 0;
 }
 
+/* One key of map_list_lookup_addr(); 0 when not found. */
+static int addr_try(MapList *l, const char *key, MapAddrKey which, char **ret_value,
+                    MapAddrKey *ret_key) {
+        int r = map_list_lookup(l, key, ret_value);
+        if (r > 0 && ret_key)
+                *ret_key = which;
+        return r;
+}
+
+int map_list_lookup_addr(MapList *l, const char *addr, const char *delimiters,
+                         int (*is_local)(const char *domain, void *userdata), void *userdata,
+                         char **ret_value, MapAddrKey *ret_key) {
+        const char *at = strrchr(addr, '@'), *domain = at ? at + 1 : NULL;
+        size_t local_len = at ? (size_t) (at - addr) : strlen(addr);
+        size_t n = strcspn(addr, strempty(delimiters));
+        bool ext = n > 0 && n < local_len;
+        _cleanup_free_ char *key = NULL;
+        int r;
+
+        r = addr_try(l, addr, MAP_ADDR_FULL, ret_value, ret_key);
+        if (r != 0)
+                return r;
+        if (ext) {
+                key = strdup_printf("%.*s%s", (int) n, addr, at ? at : "");
+                if (!key)
+                        return -ENOMEM;
+                r = addr_try(l, key, MAP_ADDR_NOEXT, ret_value, ret_key);
+                if (r != 0)
+                        return r;
+                free(steal_ptr(key));
+        }
+        if (!domain)
+                return 0;
+        r = is_local ? is_local(domain, userdata) : 0;
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                key = strndup_safe(addr, local_len);
+                if (!key)
+                        return -ENOMEM;
+                r = addr_try(l, key, MAP_ADDR_LOCAL, ret_value, ret_key);
+                if (r != 0)
+                        return r;
+                if (ext) {
+                        key[n] = '\0';
+                        r = addr_try(l, key, MAP_ADDR_LOCAL_NOEXT, ret_value, ret_key);
+                        if (r != 0)
+                                return r;
+                }
+                free(steal_ptr(key));
+        }
+        key = strdup_printf("@%s", domain);
+        if (!key)
+                return -ENOMEM;
+        return addr_try(l, key, MAP_ADDR_DOMAIN, ret_value, ret_key);
+}
+
 void map_source_init(MapSource *src, const char *file, const char *buf, size_t len) {
         *src = (MapSource) {.file = file, .buf = buf, .len = len};
 }

@@ -60,6 +60,25 @@ int map_files(const char *spec, char **ret_source, char **ret_index);
 typedef struct MapList MapList;
 int map_list_open(char * const *specs, unsigned flags, Diag *diags, MapList **ret);
 int map_list_lookup(MapList *l, const char *key, char **ret_value);
+/* Which key of an address answered map_list_lookup_addr(). */
+typedef enum MapAddrKey {
+        MAP_ADDR_FULL,          /* the address as given: user+ext@domain */
+        MAP_ADDR_NOEXT,         /* without the extension: user@domain */
+        MAP_ADDR_LOCAL,         /* the local part: user+ext */
+        MAP_ADDR_LOCAL_NOEXT,   /* user */
+        MAP_ADDR_DOMAIN,        /* @domain */
+} MapAddrKey;
+/* Looks an address ("local@domain", or a bare local part) up in Postfix's
+ * order for address tables (canonical(5), smtpd_sender_login_maps): the
+ * address, the address without its extension (the local part cut at the
+ * first of delimiters, unless that is its first character), then, when
+ * is_local(domain, userdata) says the domain is local (> 0; < 0 fails the
+ * lookup; NULL: never), the local part with and without the extension,
+ * then "@domain". Returns as map_list_lookup(), with *ret_key (may be
+ * NULL) naming the key that answered. */
+int map_list_lookup_addr(MapList *l, const char *addr, const char *delimiters,
+                         int (*is_local)(const char *domain, void *userdata), void *userdata,
+                         char **ret_value, MapAddrKey *ret_key);
 MapList *map_list_free(MapList *l);
 DEFINE_CLEANUP_FUNC(MapList, map_list_free);
 

@@ -372,5 +372,36 @@ static void test_check_action(void) {
         CHECK_STR(text, "");
 }
 
+static int yes(const char *domain, void *userdata) {
+        return streq(domain, userdata);
+}
+
+static void test_list_lookup_addr(void) {
+        _cleanup_(map_list_freep) MapList *l = NULL;
+        char *specs[] = {"inline:{a+x@d.example=full, b@d.example=noext, c+y=local, "
+                         "e=localnoext, @d.example=domain}", NULL};
+        Diag d = {0};
+        MapAddrKey k;
+
+#define CHECK_ADDR(addr, value, key) do {                                               \
+                _cleanup_free_ char *v = NULL;                                           \
+                CHECK_INT(map_list_lookup_addr(l, addr, "+", yes, "d.example", &v, &k), 1); \
+                CHECK_STR(v, value);                                                     \
+                CHECK_INT(k, key);                                                       \
+        } while (0)
+        CHECK_INT(map_list_open(specs, MAP_FLAG_FOLD_KEYS, &d, &l), 0);
+        CHECK_ADDR("a+x@d.example", "full", MAP_ADDR_FULL);
+        CHECK_ADDR("b+z@d.example", "noext", MAP_ADDR_NOEXT);
+        CHECK_ADDR("c+y@d.example", "local", MAP_ADDR_LOCAL);
+        CHECK_ADDR("e+q@d.example", "localnoext", MAP_ADDR_LOCAL_NOEXT);
+        CHECK_ADDR("zz@d.example", "domain", MAP_ADDR_DOMAIN);
+        /* A delimiter first is no extension; a remote domain has no local keys. */
+        CHECK_ADDR("+b@d.example", "domain", MAP_ADDR_DOMAIN);
+        CHECK_INT(map_list_lookup_addr(l, "e@other.example", "+", yes, "d.example", NULL, NULL), 0);
+        CHECK_INT(map_list_lookup_addr(l, "e", "+", yes, "d.example", NULL, NULL), 1);
+#undef CHECK_ADDR
+}
+
 TEST_MAIN(test_types, test_open_errors, test_source_golden, test_key_value, test_alias_lines,
-          test_inline, test_static, test_texthash_golden, test_unix, test_list, test_check_action)
+          test_inline, test_static, test_texthash_golden, test_unix, test_list, test_check_action,
+          test_list_lookup_addr)

@@ -2115,21 +2115,16 @@ static int check_unlisted(RestrictEval *e, const Elem *el, const char *addr, boo
 
 /* ---- sender address ownership (smtpd_sender_login_maps) ---- */
 
-static int login_try(RestrictEval *e, const char *key, char **ret) {
-        int r = map_list_lookup(e->en->login_maps, key, ret);
-        if (r > 0 && !*ret && !(*ret = strdup("")))
-                return -ENOMEM;
-        return r;
+static int bool_is_local(const char *domain, void *userdata) {
+        return *(const bool *) userdata;
 }
 
 /* The SASL login names that own sender: > 0 with *ret (the table value,
  * caller frees), 0 when no key is listed, < 0 when a table failed. */
 static int login_owners(RestrictEval *e, const char *sender, char **ret) {
         RestrictEngine *en = e->en;
-        _cleanup_free_ char *local = NULL, *noext = NULL, *key = NULL;
+        _cleanup_free_ char *key = NULL;
         AddrResolved res = {0};
-        const char *dom;
-        size_t n;
         bool is_local;
         int r;
 
@@ -2149,42 +2144,11 @@ static int login_owners(RestrictEval *e, const char *sender, char **ret) {
         if (!key)
                 return -ENOMEM;
         ascii_strlower(key);
-        dom = addr_domain(key);
-        local = dom ? strndup(key, (size_t) (dom - 1 - key)) : strdup(key);
-        if (!local)
+        r = map_list_lookup_addr(en->login_maps, key, en->delimiter, bool_is_local, &is_local, ret,
+                                 NULL);
+        if (r > 0 && !*ret && !(*ret = strdup("")))
                 return -ENOMEM;
-        n = isempty(en->delimiter) ? strlen(local) : strcspn(local, en->delimiter);
-        if (n > 0 && n < strlen(local) && !(noext = strndup(local, n)))
-                return -ENOMEM;
-
-        r = login_try(e, key, ret);
-        if (r != 0)
-                return r;
-        if (noext && dom) {
-                _cleanup_free_ char *k = strdup_printf("%s@%s", noext, dom);
-                if (!k)
-                        return -ENOMEM;
-                r = login_try(e, k, ret);
-                if (r != 0)
-                        return r;
-        }
-        if (is_local) {
-                r = login_try(e, local, ret);
-                if (r != 0)
-                        return r;
-                if (noext) {
-                        r = login_try(e, noext, ret);
-                        if (r != 0)
-                                return r;
-                }
-        }
-        if (dom) {
-                _cleanup_free_ char *k = strdup_printf("@%s", dom);
-                if (!k)
-                        return -ENOMEM;
-                return login_try(e, k, ret);
-        }
-        return 0;
+        return r;
 }
 
 /* Whether login is one of the names in owners (separated by commas and
