@@ -67,12 +67,15 @@ static void job_next_route(DeliveryJob *j);
 static void job_finish(DeliveryJob *j);
 static void job_routes_start(DeliveryJob *j);
 
+static void route_drop(Route *rt) {
+        free(rt->host);
+        free(rt->path);
+        tls_dane_unref(rt->dane);
+}
+
 static void routes_free(DeliveryJob *j) {
-        for (size_t i = 0; i < j->n_routes; i++) {
-                free(j->routes[i].host);
-                free(j->routes[i].path);
-                tls_dane_unref(j->routes[i].dane);
-        }
+        for (size_t i = 0; i < j->n_routes; i++)
+                route_drop(&j->routes[i]);
         free(j->routes);
         j->routes = NULL;
         j->n_routes = j->next_route = 0;
@@ -243,12 +246,6 @@ static bool addr_is_local(Deliver *d, const InetAddr *a) {
                         return true;
         }
         return false;
-}
-
-static void route_drop(Route *rt) {
-        free(rt->host);
-        free(rt->path);
-        tls_dane_unref(rt->dane);
 }
 
 static int route_add(DeliveryJob *j, size_t mx, const char *host, const InetAddr *a,
@@ -743,6 +740,21 @@ static int job_resolve(DeliveryJob *j) {
         return lookup_addresses(j);
 }
 
+/* Appends the non-empty items of a colon-separated attribute value to
+ * *list. Returns 0 or -ENOMEM. */
+static int split_colons(const char *v, char ***list) {
+        for (const char *a = v; *a;) {
+                size_t n = strcspn(a, ":");
+                if (n > 0) {
+                        char *item = strndup_safe(a, n);
+                        if (!item || strv_consume(list, item) < 0)
+                                return -ENOMEM;
+                }
+                a += n + (a[n] == ':');
+        }
+        return 0;
+}
+
 /* Parses a TLS policy table value: a level and name=value attributes,
  * separated by white space and/or commas; multiple values inside an
  * attribute are separated by colons. Returns 0, -EINVAL with the reason in
@@ -804,35 +816,21 @@ static int tls_policy_parse(const char *value, const ClientSettings *cs, TlsLeve
                                 *ret_error = strdup("more than one \"match\" attribute");
                                 return -EINVAL;
                         }
-                        for (const char *a = v; *a;) {
-                                size_t n = strcspn(a, ":");
-                                if (n > 0) {
-                                        char *item = strndup_safe(a, n);
-                                        if (!item || strv_consume(&p->match, item) < 0)
-                                                return -ENOMEM;
-                                }
-                                a += n;
-                                if (*a == ':')
-                                        a++;
-                        }
+                        if (split_colons(v, &p->match) < 0)
+                                return -ENOMEM;
                         if (!p->match) {
                                 *ret_error = strdup("empty \"match\" attribute");
                                 return -EINVAL;
                         }
                 } else if (strcaseeq(name, "protocols")) {
                         _cleanup_strv_free_ char **items = NULL;
-                        _cleanup_free_ char *copy = strdup(v);
-                        char *save = NULL;
                         const char *bad = NULL;
-                        if (!copy)
-                                return -ENOMEM;
                         if (p->protocols) {
                                 *ret_error = strdup("more than one \"protocols\" attribute");
                                 return -EINVAL;
                         }
-                        for (char *t = strtok_r(copy, ":", &save); t; t = strtok_r(NULL, ":", &save))
-                                if (strv_extend(&items, t) < 0)
-                                        return -ENOMEM;
+                        if (split_colons(v, &items) < 0)
+                                return -ENOMEM;
                         if (tls_protocols_parse(items, &p->protocols, &bad) < 0) {
                                 *ret_error = strdup_printf("bad \"protocols\" attribute \"%s\"%s%s",
                                                            v, bad ? ": " : "", strempty(bad));
