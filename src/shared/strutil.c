@@ -285,3 +285,77 @@ char *strbuf_steal(StrBuf *b) {
         *b = (StrBuf) {0};
         return d;
 }
+
+static const char *var_value(const char *const *vars, const char *name, size_t n) {
+        const char *val = NULL;
+
+        for (size_t i = 0; vars[i]; i += 2)
+                if (strlen(vars[i]) == n && strncmp(vars[i], name, n) == 0)
+                        val = vars[i + 1];
+        return val;
+}
+
+char *str_expand_vars(const char *tmpl, const char *const *vars) {
+        _cleanup_(strbuf_done) StrBuf b = {0};
+
+        for (const char *p = tmpl; *p;) {
+                const char *name, *val, *alt = NULL;
+                size_t nlen, alen = 0;
+                char op = 0;
+
+                if (*p != '$' || p[1] == '$') {
+                        if (strbuf_putc(&b, *p) < 0)
+                                return NULL;
+                        p += *p == '$' ? 2 : 1;
+                        continue;
+                }
+                p++;
+                if (*p == '{' || *p == '(') {
+                        char open = *p, close = open == '{' ? '}' : ')';
+                        const char *end;
+                        name = ++p;
+                        nlen = strcspn(p, open == '{' ? "?:}" : "?:)");
+                        end = p + nlen;
+                        if (*end == '?' || *end == ':') {
+                                int depth = 1;
+                                op = *end;
+                                alt = end + 1;
+                                if (*alt == open) {
+                                        /* ${name?{text}}: the braces are not part of it. */
+                                        alt++;
+                                        depth++;
+                                }
+                                for (end = alt; *end && depth > 0; end++) {
+                                        if (*end == open)
+                                                depth++;
+                                        else if (*end == close)
+                                                depth--;
+                                }
+                                alen = (size_t) (end - 1 - alt);
+                                if (alen > 0 && alt[alen - 1] == close && alt[-1] == open)
+                                        alen--;
+                                p = end;
+                        } else
+                                p = *end ? end + 1 : end;
+                } else {
+                        name = p;
+                        nlen = 0;
+                        while (isalnum((unsigned char) p[nlen]) || p[nlen] == '_')
+                                nlen++;
+                        if (nlen == 0) {
+                                if (strbuf_putc(&b, '$') < 0)
+                                        return NULL;
+                                continue;
+                        }
+                        p += nlen;
+                }
+                val = var_value(vars, name, nlen);
+                if ((op == '?' && !isempty(val)) || (op == ':' && isempty(val))) {
+                        _cleanup_free_ char *sub = strndup(alt, alen), *x = NULL;
+                        if (!sub || !(x = str_expand_vars(sub, vars)) || strbuf_puts(&b, x) < 0)
+                                return NULL;
+                } else if (op != '?' && val && strbuf_puts(&b, val) < 0)
+                        return NULL;
+        }
+        return strbuf_steal(&b);
+}

@@ -68,3 +68,11 @@ void strbuf_done(StrBuf *b);
 /* Returns the data (NUL-terminated, possibly "" freshly allocated) and
  * resets the buffer; the caller frees. NULL on out of memory. */
 char *strbuf_steal(StrBuf *b);
+
+/* Expands a reply template in Postfix's macro syntax from vars, a
+ * NULL-terminated list of name, value pairs: $name, ${name}, $(name),
+ * ${name?text} (text when name has a non-empty value), ${name:text} (the
+ * value, or text when it is empty), "$$" for a "$". Unknown names expand
+ * to nothing; a "$" before anything else stays. Caller frees; NULL on out
+ * of memory. */
+char *str_expand_vars(const char *tmpl, const char *const *vars);

@@ -64,4 +64,21 @@ static void test_misc(void) {
         CHECK(!str_is_ascii_digits(""));
 }
 
-TEST_MAIN(test_split, test_split_braces, test_escape, test_strv, test_strbuf, test_misc)
+static void test_expand_vars(void) {
+        const char *const vars[] = {"code", "554", "reason", "listed", "empty", "", NULL};
+#define CHECK_EXPAND(tmpl, want) do {                           \
+                _cleanup_free_ char *x = str_expand_vars(tmpl, vars); \
+                CHECK_STR(x, want);                             \
+        } while (0)
+        CHECK_EXPAND("$code x ${code} $(code).", "554 x 554 554.");
+        CHECK_EXPAND("a${reason?; $reason}b", "a; listedb");
+        CHECK_EXPAND("a${empty?; $reason}b", "ab");
+        CHECK_EXPAND("${empty:none} ${reason:none}", "none listed");
+        CHECK_EXPAND("${empty:{$code}} $(empty:$code)", "554 554");
+        CHECK_EXPAND("$$code costs $ 5 $unknown.", "$code costs $ 5 .");
+        CHECK_EXPAND("", "");
+#undef CHECK_EXPAND
+}
+
+TEST_MAIN(test_split, test_split_braces, test_escape, test_strv, test_strbuf, test_misc,
+          test_expand_vars)

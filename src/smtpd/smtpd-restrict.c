@@ -1708,70 +1708,6 @@ static bool rbl_filter_match(const char *filter, const InetAddr *a) {
         return true;
 }
 
-/* Expands $rbl_code, $rbl_class, $rbl_what, $rbl_domain, $rbl_reason,
- * $rbl_txt, $client_address, $client_name, $helo_name, $sender and
- * $recipient, with ${name?text} and ${name:text}. */
-static char *rbl_expand(const char *tmpl, const char *const *vars) {
-        _cleanup_(strbuf_done) StrBuf b = {0};
-        for (const char *p = tmpl; *p;) {
-                const char *name, *end, *val = NULL, *alt = NULL;
-                size_t nlen, alen = 0;
-                char op = 0;
-                if (*p != '$') {
-                        if (strbuf_putc(&b, *p++) < 0)
-                                return NULL;
-                        continue;
-                }
-                p++;
-                if (*p == '{') {
-                        int depth = 1;
-                        name = ++p;
-                        nlen = strcspn(p, "?:}");
-                        end = p + nlen;
-                        if (*end == '?' || *end == ':') {
-                                op = *end;
-                                alt = end + 1;
-                                if (*alt == '{')
-                                        alt++;
-                                for (end = alt; *end && depth > 0; end++) {
-                                        if (*end == '{')
-                                                depth++;
-                                        else if (*end == '}')
-                                                depth--;
-                                }
-                                alen = (size_t) (end - 1 - alt);
-                                if (alen > 0 && alt[alen - 1] == '}' && alt[-1] == '{')
-                                        alen--;
-                                p = end;
-                        } else
-                                p = *end ? end + 1 : end;
-                } else {
-                        name = p;
-                        nlen = strspn(p, "abcdefghijklmnopqrstuvwxyz_0123456789");
-                        p += nlen;
-                }
-                for (size_t i = 0; vars[i]; i += 2)
-                        if (strlen(vars[i]) == nlen && strncmp(vars[i], name, nlen) == 0)
-                                val = vars[i + 1];
-                if (op == '?') {
-                        if (!isempty(val)) {
-                                _cleanup_free_ char *sub = strndup(alt, alen), *x = NULL;
-                                if (!sub || !(x = rbl_expand(sub, vars)) || strbuf_puts(&b, x) < 0)
-                                        return NULL;
-                        }
-                } else if (op == ':') {
-                        if (isempty(val)) {
-                                _cleanup_free_ char *sub = strndup(alt, alen), *x = NULL;
-                                if (!sub || !(x = rbl_expand(sub, vars)) || strbuf_puts(&b, x) < 0)
-                                        return NULL;
-                        } else if (strbuf_puts(&b, val) < 0)
-                                return NULL;
-                } else if (val && strbuf_puts(&b, val) < 0)
-                        return NULL;
-        }
-        return strbuf_steal(&b);
-}
-
 static int rbl_reject(RestrictEval *e, const Elem *el, const char *what, const char *klass,
                       const char *reason, const char *name) {
         _cleanup_free_ char *tmpl = NULL, *text = NULL, *code = NULL;
@@ -1797,7 +1733,8 @@ static int rbl_reject(RestrictEval *e, const Elem *el, const char *what, const c
                         "helo_name", strempty(e->helo), "sender", strempty(e->sender),
                         "recipient", strempty(e->recipient), NULL,
                 };
-                text = rbl_expand(t, vars);
+                /* $rbl_code, $rbl_class, ... with ${name?text} and ${name:text}. */
+                text = str_expand_vars(t, vars);
         }
         if (!text)
                 return -ENOMEM;

@@ -22,7 +22,6 @@
  * goes through SmtpIo (smtpd-tls.h): plain socket operations here, TLS in
  * smtpd-tls.c. */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdlib.h>
@@ -211,72 +210,25 @@ static bool recording(SmtpSession *s) {
         return smtpd_notice_mask(s->smtpd) != 0;
 }
 
-/* The value of $name in smtpd_reject_footer (Postfix's smtpd_expand
- * names that make sense for a footer); NULL for an unknown name. */
-static const char *footer_value(SmtpSession *s, const char *name, size_t len, char *buf,
-                                size_t size) {
-#define IS(word) (len == strlen(word) && strncmp(name, word, len) == 0)
-        if (IS("client_address"))
-                return s->addr_str ? s->addr_str : "unknown";
-        if (IS("client_port")) {
-                snprintf(buf, size, "%u", s->port);
-                return buf;
-        }
-        if (IS("server_name"))
-                return S(s)->myhostname;
-        if (IS("localtime")) {
-                time_t now = time(NULL);
-                struct tm tm;
-                if (!localtime_r(&now, &tm) || strftime(buf, size, "%b %d %H:%M:%S", &tm) == 0)
-                        return NULL;
-                return buf;
-        }
-#undef IS
-        return NULL;
-}
-
-/* Appends footer text (len bytes) to out with $name, ${name} and $(name)
- * expanded; unknown names expand to nothing, "$$" is a "$". */
+/* smtpd_reject_footer text (len bytes) with $client_address, $client_port,
+ * $server_name and $localtime (Postfix's smtpd_expand names that make
+ * sense for a footer) expanded, appended to out. */
 static int footer_expand(SmtpSession *s, const char *text, size_t len, StrBuf *out) {
-        for (size_t i = 0; i < len;) {
-                const char *name, *v;
-                size_t n = 0, skip;
-                char buf[64];
-                if (text[i] != '$' || i + 1 >= len) {
-                        if (strbuf_putc(out, text[i++]) < 0)
-                                return -ENOMEM;
-                        continue;
-                }
-                if (text[i + 1] == '$') {
-                        if (strbuf_putc(out, '$') < 0)
-                                return -ENOMEM;
-                        i += 2;
-                        continue;
-                }
-                if (text[i + 1] == '{' || text[i + 1] == '(') {
-                        char close = text[i + 1] == '{' ? '}' : ')';
-                        name = text + i + 2;
-                        while (i + 2 + n < len && name[n] != close)
-                                n++;
-                        skip = 2 + n + (i + 2 + n < len);
-                } else {
-                        name = text + i + 1;
-                        while (i + 1 + n < len && (isalnum((unsigned char) name[n]) || name[n] == '_'))
-                                n++;
-                        skip = 1 + n;
-                }
-                if (n == 0 && skip == 1) {
-                        if (strbuf_putc(out, '$') < 0)
-                                return -ENOMEM;
-                        i++;
-                        continue;
-                }
-                v = footer_value(s, name, n, buf, sizeof(buf));
-                if (v && strbuf_puts(out, v) < 0)
-                        return -ENOMEM;
-                i += skip;
-        }
-        return 0;
+        _cleanup_free_ char *tmpl = strndup(text, len), *x = NULL;
+        char port[16], localtime_buf[64] = "";
+        time_t now = time(NULL);
+        struct tm tm;
+
+        snprintf(port, sizeof(port), "%u", s->port);
+        if (localtime_r(&now, &tm))
+                (void) strftime(localtime_buf, sizeof(localtime_buf), "%b %d %H:%M:%S", &tm);
+        const char *const vars[] = {
+                "client_address", s->addr_str ? s->addr_str : "unknown", "client_port", port,
+                "server_name", S(s)->myhostname, "localtime", localtime_buf, NULL,
+        };
+        if (!tmpl || !(x = str_expand_vars(tmpl, vars)))
+                return -ENOMEM;
+        return strbuf_puts(out, x);
 }
 
 /* smtpd_reject_footer after the last line of a 4xx or 5xx reply, as
